@@ -1,0 +1,1 @@
+"""Shared pieces of Mika perception: emotion labels (ROS-free) and node helpers."""
