@@ -1,0 +1,106 @@
+"""Process-level tests: nodes started as their own processes with config/perception.yaml,
+exchanging mika_msgs with this test process over DDS."""
+import pathlib
+import time
+
+import pytest
+
+rclpy = pytest.importorskip('rclpy')
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+
+from mika_bringup.graph import default_arguments, node_specs  # noqa: E402
+from mika_bringup.run_graph import node_command  # noqa: E402
+from mika_common.emotions import EMOTION_LABELS  # noqa: E402
+from mika_common.ros_io import latched_qos, results_qos  # noqa: E402
+from mika_common.testing import NodeProcess, spin_until  # noqa: E402
+from mika_msgs.msg import EmotionResult, FusedEmotion  # noqa: E402
+
+
+PARAMS_FILE = pathlib.Path(__file__).resolve().parents[3] / 'config' / 'perception.yaml'
+
+
+def start(node_name, **overrides):
+    arguments = {**default_arguments(), 'params_file': str(PARAMS_FILE), **overrides}
+    spec = next(s for s in node_specs(arguments) if s.name == node_name)
+    return NodeProcess(node_command(spec, arguments))
+
+
+def face_result(node, label, confidence=0.8):
+    probabilities = [(1.0 - confidence) / 6] * 7
+    probabilities[EMOTION_LABELS.index(label)] = confidence
+    msg = EmotionResult(modality=EmotionResult.MODALITY_FACE, label_names=list(EMOTION_LABELS),
+                        probabilities=probabilities, label=label, confidence=confidence,
+                        track_id=1)
+    msg.header.stamp = node.get_clock().now().to_msg()
+    msg.header.frame_id = 'camera'
+    msg.face_roi.width = msg.face_roi.height = 120
+    return msg
+
+
+def test_fusion_and_logger_processes_follow_a_change_and_a_late_subscriber_gets_the_state(
+        ros_node):
+    node, executor = ros_node
+    fusion = start('fusion_node')
+    logger = start('emotion_logger')
+    try:
+        publisher = node.create_publisher(EmotionResult, 'emotion/face', results_qos())
+        received = []
+        node.create_subscription(FusedEmotion, 'emotion/fused', received.append, latched_qos())
+        assert spin_until(executor, lambda: publisher.get_subscription_count() > 0, 20.0), \
+            fusion.output()
+
+        def feed(label, seconds):
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                publisher.publish(face_result(node, label))
+                spin_until(executor, lambda: False, 0.1)
+
+        feed('happy', 4.0)
+        assert any(m.emotion == 'happy' for m in received), fusion.output()
+        feed('sad', 6.0)
+        emotions = [m.emotion for m in received]
+        assert emotions[-1] == 'sad', emotions
+        switches = sum(1 for a, b in zip(emotions, emotions[1:]) if a != b)
+        assert switches <= 3, emotions  # unknown -> happy -> sad, no flicker
+        last = received[-1]
+        assert last.attitude == FusedEmotion.ATTITUDE_NEGATIVE
+        assert [c.modality for c in last.contributions] == ['face']
+        assert abs(sum(last.probabilities) - 1.0) < 1e-3
+
+        late = []
+        node.create_subscription(FusedEmotion, 'emotion/fused', late.append, latched_qos())
+        assert spin_until(executor, lambda: bool(late), 5.0)
+        assert late[0].emotion in ('sad', 'unknown')
+        assert logger.wait_for_output('sad', 10.0), logger.output()
+    finally:
+        assert fusion.stop() == 0, fusion.output()
+        assert logger.stop() == 0, logger.output()
+
+
+def test_a_silent_input_is_reported_with_the_topics_of_that_type(ros_node):
+    node, executor = ros_node
+    decoy = node.create_publisher(EmotionResult, 'emotion/face_unwired', results_qos())
+    fusion = start('fusion_node')
+    try:
+        assert fusion.wait_for_output('no message on /emotion/face', 20.0), fusion.output()
+        assert '/emotion/face_unwired' in fusion.output()
+    finally:
+        node.destroy_publisher(decoy)
+        assert fusion.stop() == 0, fusion.output()
+
+
+def test_a_qos_mismatch_is_reported_with_the_setting_to_change(ros_node):
+    node, executor = ros_node
+    best_effort = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+    publisher = node.create_publisher(EmotionResult, 'emotion/voice', best_effort)
+    fusion = start('fusion_node')
+    try:
+        deadline = time.monotonic() + 20.0
+        while time.monotonic() < deadline and 'incompatible QoS' not in fusion.output():
+            publisher.publish(face_result(node, 'happy'))
+            spin_until(executor, lambda: False, 0.2)
+        assert 'incompatible QoS on /emotion/voice' in fusion.output(), fusion.output()
+        assert 'RELIABILITY' in fusion.output()
+    finally:
+        node.destroy_publisher(publisher)
+        assert fusion.stop() == 0, fusion.output()
