@@ -20,6 +20,17 @@ quiet_pip() {
   [ "${PIPESTATUS[0]}" -eq 0 ] || die "pip $* failed"
 }
 
+# espeak-ng speaks the demo's and the tests' sample sentences (a Debian package).
+if ! command -v espeak-ng >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing espeak-ng"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng; } \
+      >/dev/null || die "apt-get install espeak-ng failed"
+  else
+    say "WARNING: espeak-ng is missing (sudo apt-get install espeak-ng): the demo needs it"
+  fi
+fi
+
 system_ros=""
 if [ -n "${ROS_DISTRO:-}" ] && python3 -c 'import rclpy' 2>/dev/null; then
   system_ros="$ROS_DISTRO"

@@ -27,6 +27,8 @@ setup(
     entry_points={
         'console_scripts': [
             'run_graph = mika_bringup.run_graph:main',
+            'sample_player = mika_bringup.sample_player:main',
+            'demo = mika_bringup.demo:main',
         ],
     },
 )
