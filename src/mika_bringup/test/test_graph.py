@@ -1,4 +1,5 @@
 """The graph description shared by the launch file and the process runner."""
+import importlib
 import pathlib
 
 import pytest
@@ -54,8 +55,12 @@ def test_runner_command_line_parsing():
         parse_arguments(['enable_voice=false'])
 
 
-def test_the_params_file_has_a_section_for_every_node_of_the_graph():
+def test_the_params_file_holds_every_declared_parameter_of_every_node_and_nothing_else():
     config = yaml.safe_load((REPO / 'config' / 'perception.yaml').read_text())
     for spec in node_specs(default_arguments()):
-        assert spec.name in config, spec.name
-        assert config[spec.name]['ros__parameters'], spec.name
+        module = importlib.import_module(f'{spec.package}.{spec.executable}')
+        declared = {p.name: p for p in getattr(module, 'PARAMETERS', [])}
+        in_yaml = config[spec.name]['ros__parameters']
+        assert set(in_yaml) == set(declared), spec.name
+        for name, value in in_yaml.items():
+            assert declared[name].check(declared[name].coerce(value)) is None, (spec.name, name)

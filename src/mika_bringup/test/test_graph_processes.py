@@ -101,6 +101,7 @@ def test_a_qos_mismatch_is_reported_with_the_setting_to_change(ros_node):
             spin_until(executor, lambda: False, 0.2)
         assert 'incompatible QoS on /emotion/voice' in fusion.output(), fusion.output()
         assert 'RELIABILITY' in fusion.output()
+        assert 'make its publisher reliable' in fusion.output()
     finally:
         node.destroy_publisher(publisher)
         assert fusion.stop() == 0, fusion.output()

@@ -119,12 +119,13 @@ class InputWatchdog:
     def subscribe(self, msg_type: Type, topic: str, callback: Callable, qos: QoSProfile,
                   callback_group=None):
         type_name = _type_name(msg_type)
+        resolved = {'name': topic}  # the full name is known once the subscription exists
         events = SubscriptionEventCallbacks(
-            incompatible_qos=lambda info, t=topic: self._on_incompatible_qos(t, qos, info))
+            incompatible_qos=lambda info: self._on_incompatible_qos(resolved['name'], qos, info))
         subscription = self._node.create_subscription(
             msg_type, topic, self._marking(topic, callback), qos,
             callback_group=callback_group, event_callbacks=events)
-        name = subscription.topic_name
+        name = resolved['name'] = subscription.topic_name
         self._heard[name] = False
         self._types[name] = type_name
         self._subscriptions[topic] = subscription
@@ -184,9 +185,12 @@ class InputWatchdog:
     def _on_incompatible_qos(self, topic: str, requested: QoSProfile, info) -> None:
         policy = _policy_name(info.last_policy_kind)
         hint = ''
-        if policy == 'RELIABILITY':
+        if policy == 'RELIABILITY' and self._qos_parameter:
             hint = (' The publisher is best-effort and we request reliable: set '
-                    f"'{self._qos_parameter or 'reliability'}' to best_effort.")
+                    f"parameter '{self._qos_parameter}' to best_effort.")
+        elif policy == 'RELIABILITY':
+            hint = (' The publisher is best-effort; this input must not lose messages: '
+                    'make its publisher reliable.')
         elif policy == 'DURABILITY':
             hint = ' The publisher is volatile and we request transient-local.'
         self._node.get_logger().error(

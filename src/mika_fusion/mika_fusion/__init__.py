@@ -1,0 +1,1 @@
+"""Fusion of the face and voice emotion results into one debounced state."""

@@ -1,0 +1,127 @@
+"""fusion_node: emotion/face + emotion/voice -> debounced emotion/fused.
+
+Thin: converts messages, holds parameters, calls :mod:`mika_fusion.fusion`. The state is
+computed for the node clock's ``now`` (so ``use_sim_time`` works with replayed bags), and
+published on every change and at ``publish_rate_hz``, transient-local so that a behaviour
+node started late gets the current state at once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from rclpy.node import Node
+
+from mika_common.diagnostics import NodeDiagnostics
+from mika_common.emotions import EMOTION_LABELS
+from mika_common.node_params import ParameterSet, ParamSpec
+from mika_common.ros_io import (
+    InputWatchdog, latched_qos, results_qos, run_node, sec_to_stamp, stamp_to_sec)
+from mika_fusion.fusion import (
+    FACE_SELECTIONS, EmotionFuser, FusedState, FusionConfig, InvalidInput, make_observation)
+from mika_msgs.msg import EmotionResult, FusedEmotion, ModalityContribution
+
+PARAMETERS = [
+    ParamSpec('publish_rate_hz', 10.0, 'Rate at which the state is re-published even when '
+              'it does not change (it is also published on every change).',
+              min_value=0.2, max_value=100.0, read_only=True),
+    ParamSpec('face_weight', 1.0, 'Weight of the face modality.', min_value=0.0, max_value=10.0),
+    ParamSpec('voice_weight', 0.7, 'Weight of the voice modality.', min_value=0.0,
+              max_value=10.0),
+    ParamSpec('half_life_s', 2.0, 'Age (s, by sensor stamp) at which a result counts half.',
+              min_value=0.05, max_value=60.0),
+    ParamSpec('max_age_s', 6.0, 'Results older than this (s) are ignored.', min_value=0.1,
+              max_value=300.0),
+    ParamSpec('max_future_s', 0.5, 'Stamps further in the future than this (s) are rejected.',
+              min_value=0.0, max_value=10.0),
+    ParamSpec('face_selection', 'largest', 'Which face to follow when several are seen.',
+              choices=FACE_SELECTIONS),
+    ParamSpec('target_track_id', -1, "Track id followed when face_selection is 'track_id'.",
+              min_value=-1, max_value=2**31 - 1),
+    ParamSpec('smoothing_time_constant_s', 0.8, 'Time constant (s) of the exponential '
+              'smoothing of the fused distribution; 0 disables smoothing.',
+              min_value=0.0, max_value=30.0),
+    ParamSpec('switch_margin', 0.1, 'Probability by which a rival must beat the current '
+              'emotion before the state switches.', min_value=0.0, max_value=0.99),
+    ParamSpec('min_dwell_s', 0.6, 'How long (s) the rival must keep that lead.',
+              min_value=0.0, max_value=60.0),
+    ParamSpec('probability_sum_tolerance', 0.05, 'Inputs whose probabilities sum further '
+              'than this from 1 are rejected.', min_value=0.001, max_value=0.5),
+]
+CONFIG_FIELDS = {f.name for f in dataclasses.fields(FusionConfig)}
+
+
+class FusionNode(Node):
+    def __init__(self):
+        super().__init__('fusion_node')
+        self.params = ParameterSet(self, PARAMETERS, on_change=self._reconfigure)
+        self.fuser = EmotionFuser(self._config(self.params.values))
+        self.diagnostics = NodeDiagnostics(self, 'fusion', latency_warn_s=0.005)
+        self._publisher = self.create_publisher(FusedEmotion, 'emotion/fused', latched_qos())
+        watchdog = InputWatchdog(self)
+        for topic in ('emotion/face', 'emotion/voice'):
+            watchdog.subscribe(EmotionResult, topic, self._on_result, results_qos())
+        self.create_timer(1.0 / self.params['publish_rate_hz'], self._publish_state)
+        self.diagnostics.set_state('ok', 'running')
+        self.get_logger().info('fusing emotion/face and emotion/voice into emotion/fused')
+
+    def _config(self, values) -> FusionConfig:
+        return FusionConfig(**{k: v for k, v in values.items() if k in CONFIG_FIELDS})
+
+    def _reconfigure(self, changed) -> None:
+        # FusionConfig raises ValueError for an inconsistent combination: the change is refused
+        self.fuser.reconfigure(self._config({**self.params.values, **changed}))
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_result(self, msg: EmotionResult) -> None:
+        self.diagnostics.count(f'{msg.modality or "unknown"} received')
+        try:
+            observation = make_observation(
+                msg.modality, stamp_to_sec(msg.header.stamp), msg.label_names,
+                msg.probabilities, msg.confidence, self._now(), self.fuser.config,
+                track_id=msg.track_id, area=float(msg.face_roi.width * msg.face_roi.height))
+        except InvalidInput as error:
+            self.diagnostics.reject(error.reason)
+            self.get_logger().warning(
+                f'rejected a {msg.modality or "?"} result: {error}', throttle_duration_sec=5.0)
+            return
+        if not self.fuser.add(observation):
+            self.diagnostics.count('out of order')
+        state = self._update()
+        if state.changed:
+            self._publisher.publish(self._to_msg(state))
+
+    def _update(self) -> FusedState:
+        start = time.perf_counter()
+        state = self.fuser.update(self._now())
+        self.diagnostics.observe_latency(time.perf_counter() - start)
+        return state
+
+    def _publish_state(self) -> None:
+        self._publisher.publish(self._to_msg(self._update()))
+        self.diagnostics.count('published')
+
+    @staticmethod
+    def _to_msg(state: FusedState) -> FusedEmotion:
+        msg = FusedEmotion(emotion=state.emotion, confidence=state.confidence,
+                           attitude=state.attitude, valence=state.valence,
+                           arousal=state.arousal, since=sec_to_stamp(state.since))
+        msg.header.stamp = sec_to_stamp(state.stamp)
+        if state.probabilities is not None:
+            msg.label_names = list(EMOTION_LABELS)
+            msg.probabilities = [float(p) for p in state.probabilities]
+        msg.contributions = [
+            ModalityContribution(modality=c.modality, label=c.label, confidence=c.confidence,
+                                 age=c.age, weight=c.weight, track_id=c.track_id)
+            for c in state.contributions]
+        return msg
+
+
+def main(args=None) -> int:
+    return run_node(FusionNode, args)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
