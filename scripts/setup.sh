@@ -86,6 +86,9 @@ fi
 # shellcheck disable=SC1091
 . "$ROOT/scripts/env.sh"
 
+# BlazeFace detector models (Apache-2.0), taken from the mediapipe wheel on PyPI.
+python "$ROOT/src/mika_perception/mika_perception/fetch_face_detector.py"
+
 build_paths=(src)
 if ! "$VENV/bin/python" - <<'PY' 2>/dev/null
 import sys

@@ -1,14 +1,20 @@
-"""Time per fusion update: validate a face and a voice result, add them, compute the state.
+"""Time per fusion update, and the debounce's measured behaviour.
 
-    python -m mika_fusion.benchmark --output bench/results/fusion
+    fusion_benchmark --output bench/results/fusion     (or python -m mika_fusion.benchmark)
 
-writes ``fusion.md`` and ``fusion.json``. Goal: p99 under 0.2 ms on the project's 2-core
-reference machine.
+writes ``fusion.md`` and ``fusion.json``. One update = validate a face and a voice result,
+add both, compute the state (what the node does per message, without the ROS messages).
+Goal: p99 under 0.2 ms on the project's 2-core reference machine.
+
+Wall-clock time includes the moments the OS gives the core to other processes; on a
+shared machine those dominate the tail, so the thread's CPU time is reported beside it
+and the load average is recorded. Several rounds show how much the tail moves.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import platform
 import time
@@ -17,28 +23,109 @@ import numpy as np
 
 from mika_common.emotions import EMOTION_LABELS
 from mika_fusion.fusion import FACE, VOICE, EmotionFuser, FusionConfig, make_observation
+from mika_fusion.scenarios import (
+    UNDEBOUNCED, flicker_scenarios, flips, follow_delay, peaked, simulate)
 
 GOAL_P99_MS = 0.2
+PERCENTILES = (50, 95, 99, 100)
 
 
-def measure(updates: int, seed: int = 0) -> np.ndarray:
-    """Seconds per update for ``updates`` updates at 30 Hz of simulated sensor time."""
+def measure(updates: int, seed: int = 0):
+    """Wall-clock and thread CPU seconds per update, at 30 Hz of simulated sensor time,
+    three face tracks and a voice result per update."""
     rng = np.random.default_rng(seed)
     config = FusionConfig()
     fuser = EmotionFuser(config)
     faces = rng.dirichlet(np.ones(7), size=updates)
     voices = rng.dirichlet(np.ones(7), size=updates)
-    timings = np.empty(updates)
+    wall = np.empty(updates)
+    cpu = np.empty(updates)
     for index in range(updates):
         now = 1000.0 + index / 30.0
-        start = time.perf_counter()
-        for modality, probabilities in ((FACE, faces[index]), (VOICE, voices[index])):
-            fuser.add(make_observation(modality, now - 0.05, EMOTION_LABELS, probabilities,
-                                       float(probabilities.max()), now, config,
-                                       track_id=index % 3, area=100.0))
+        start_wall, start_cpu = time.perf_counter_ns(), time.thread_time_ns()
+        fuser.add(make_observation(FACE, now - 0.05, EMOTION_LABELS, faces[index],
+                                   float(faces[index].max()), now, config,
+                                   track_id=index % 3, area=100.0 + index % 3))
+        fuser.add(make_observation(VOICE, now - 2.0, EMOTION_LABELS, voices[index],
+                                   float(voices[index].max()), now, config,
+                                   utterance_start=now - 2.0, utterance_end=now - 0.3))
         fuser.update(now)
-        timings[index] = time.perf_counter() - start
-    return timings
+        cpu[index] = time.thread_time_ns() - start_cpu
+        wall[index] = time.perf_counter_ns() - start_wall
+    return wall * 1e-6, cpu * 1e-6
+
+
+def timing_rounds(updates: int, rounds: int):
+    measure(1000)  # warm-up: imports, caches
+    results = []
+    for round_index in range(rounds):
+        load_before = os.getloadavg()[0]
+        wall_ms, cpu_ms = measure(updates, seed=round_index)
+        results.append({
+            'round': round_index + 1,
+            'load_average_1min': round(load_before, 2),
+            'wall_ms': dict(zip(('p50', 'p95', 'p99', 'max'),
+                                np.percentile(wall_ms, PERCENTILES).round(4).tolist())),
+            'cpu_ms': dict(zip(('p50', 'p95', 'p99', 'max'),
+                               np.percentile(cpu_ms, PERCENTILES).round(4).tolist())),
+        })
+    return results
+
+
+def behaviour(seeds: int = 5):
+    """Flips per minute of a steady person under flicker, and the delay of a real change."""
+    flicker = {}
+    for name, mix_at in flicker_scenarios().items():
+        flicker[name] = {
+            'debounced_flips_per_min': float(np.mean(
+                [flips(simulate(FusionConfig(), mix_at, 60.0, seed=s)) for s in range(seeds)])),
+            'undebounced_flips_per_min': float(np.mean(
+                [flips(simulate(FusionConfig(**UNDEBOUNCED), mix_at, 60.0, seed=s))
+                 for s in range(seeds)])),
+        }
+    delays = [follow_delay(simulate(FusionConfig(), lambda t: peaked('happy') if t < 10.0
+                                    else peaked('sad'), 20.0, seed=s), 10.0, 'sad')
+              for s in range(seeds)]
+    known = [d for d in delays if d is not None]
+    return {'flicker': flicker, 'change_delay_s': {
+        'seeds': seeds, 'followed': len(known),
+        'min': round(min(known), 2), 'mean': round(float(np.mean(known)), 2),
+        'max': round(max(known), 2)}}
+
+
+def report(timing, behaviour_result, updates: int, machine: str) -> str:
+    config = FusionConfig()
+    rows = '\n'.join(
+        f'| {r["round"]} | {r["load_average_1min"]} | {r["wall_ms"]["p50"]:.4f} | '
+        f'{r["wall_ms"]["p95"]:.4f} | {r["wall_ms"]["p99"]:.4f} | {r["wall_ms"]["max"]:.3f} | '
+        f'{r["cpu_ms"]["p50"]:.4f} | {r["cpu_ms"]["p95"]:.4f} | {r["cpu_ms"]["p99"]:.4f} |'
+        for r in timing)
+    met = sum(r['wall_ms']['p99'] < GOAL_P99_MS for r in timing)
+    flicker_rows = '\n'.join(
+        f'| {name} | {v["undebounced_flips_per_min"]:.0f} | {v["debounced_flips_per_min"]:.1f} |'
+        for name, v in behaviour_result['flicker'].items())
+    delay = behaviour_result['change_delay_s']
+    return (
+        '# Fusion core\n\n'
+        '## Time per update\n\n'
+        f'One update = validate a face and a voice result, add both, compute the state; '
+        f'{updates} updates per round. Goal: p99 < {GOAL_P99_MS} ms.\n\n'
+        '| round | load avg | wall p50 ms | wall p95 ms | wall p99 ms | wall max ms '
+        '| CPU p50 ms | CPU p95 ms | CPU p99 ms |\n'
+        '|---|---|---|---|---|---|---|---|---|\n'
+        f'{rows}\n\n'
+        f'Wall-clock p99 under the goal in {met} of {len(timing)} rounds. '
+        'CPU = the thread\'s own CPU time (excludes time the OS gave to other processes).\n'
+        f'Machine: {machine}.\n\n'
+        '## Debounce behaviour (default parameters, scripted 10 Hz face input)\n\n'
+        'Flips of the published emotion in one minute of a person whose emotion does not '
+        f'change, mean of {delay["seeds"]} seeds:\n\n'
+        '| input | undebounced | debounced |\n|---|---|---|\n'
+        f'{flicker_rows}\n\n'
+        f'A real change (happy to sad) is followed after {delay["mean"]} s on average '
+        f'(min {delay["min"]}, max {delay["max"]}; {delay["followed"]}/{delay["seeds"]} '
+        f'followed; min_dwell_s {config.min_dwell_s}, smoothing time constant '
+        f'{config.smoothing_time_constant_s} s, switch_margin {config.switch_margin}).\n')
 
 
 def main(argv=None) -> int:
@@ -46,27 +133,21 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--output', default='bench/results/fusion',
                         help='path prefix of the .md and .json results')
-    parser.add_argument('--updates', type=int, default=20000)
+    parser.add_argument('--updates', type=int, default=20000, help='updates per round')
+    parser.add_argument('--rounds', type=int, default=3)
     options = parser.parse_args(argv)
-    measure(500)  # warm-up
-    timings_ms = measure(options.updates) * 1e3
-    p50, p95, p99, worst = np.percentile(timings_ms, [50, 95, 99, 100])
-    result = {'updates': options.updates, 'p50_ms': p50, 'p95_ms': p95, 'p99_ms': p99,
-              'max_ms': worst, 'goal_p99_ms': GOAL_P99_MS, 'meets_goal': bool(p99 < GOAL_P99_MS),
-              'machine': f'{platform.processor() or platform.machine()}, '
-                         f'python {platform.python_version()}'}
+    machine = (f'{platform.machine()}, {os.cpu_count()} CPUs, '
+               f'python {platform.python_version()}, numpy {np.__version__}')
+    timing = timing_rounds(options.updates, options.rounds)
+    behaviour_result = behaviour()
+    text = report(timing, behaviour_result, options.updates, machine)
     output = pathlib.Path(options.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.with_suffix('.json').write_text(json.dumps(result, indent=2) + '\n')
-    table = ('# Fusion core: time per update\n\n'
-             'One update = validate a face and a voice result, add both, compute the state.\n\n'
-             '| updates | p50 ms | p95 ms | p99 ms | max ms | goal p99 |\n'
-             '|---|---|---|---|---|---|\n'
-             f'| {options.updates} | {p50:.4f} | {p95:.4f} | {p99:.4f} | {worst:.3f} | '
-             f'< {GOAL_P99_MS} ms: {"met" if result["meets_goal"] else "NOT met"} |\n\n'
-             f'Machine: {result["machine"]}.\n')
-    output.with_suffix('.md').write_text(table)
-    print(table)
+    output.with_suffix('.json').write_text(json.dumps({
+        'updates_per_round': options.updates, 'goal_p99_ms': GOAL_P99_MS, 'machine': machine,
+        'rounds': timing, 'behaviour': behaviour_result}, indent=2) + '\n')
+    output.with_suffix('.md').write_text(text)
+    print(text)
     return 0
 
 

@@ -4,12 +4,17 @@ Times are seconds in the sensors' time base. The caller passes ``now`` (the node
 bag time in offline evaluation), so the same inputs always give the same states.
 
 - Alignment is by sensor stamp, not arrival: each source (a face track, the voice) keeps its
-  newest result *by stamp*, and a result's weight decays with the age of its stamp.
+  newest result *by stamp*, and a result's weight decays with its age. The age of a face
+  result is counted from its frame's stamp; that of a voice result from the end of its
+  utterance (the header carries the start: a 4 s utterance is fresh evidence when it ends).
 - Weight of a modality = configured weight x its confidence x 0.5 ** (age / half-life);
   results older than ``max_age_s`` are ignored. Whatever is fresh is fused; with nothing
   fresh the state is ``unknown`` with confidence 0.
 - Debounce: the fused distribution is smoothed exponentially over time, and the published
   emotion changes only when a rival has beaten it by ``switch_margin`` for ``min_dwell_s``.
+- Face tracks die: a track absent from face results newer than its own by more than
+  ``face_track_timeout_s`` is forgotten, so a person who left is not followed for
+  ``max_age_s`` while another is in view.
 """
 from __future__ import annotations
 
@@ -47,6 +52,7 @@ class FusionConfig:
     max_future_s: float = 0.5
     face_selection: str = 'largest'
     target_track_id: int = -1
+    face_track_timeout_s: float = 1.0
     smoothing_time_constant_s: float = 0.8
     switch_margin: float = 0.1
     min_dwell_s: float = 0.6
@@ -68,6 +74,8 @@ class FusionConfig:
             problems.append(f'face_selection must be one of {FACE_SELECTIONS}')
         if self.face_selection == 'track_id' and self.target_track_id < 0:
             problems.append("face_selection 'track_id' needs target_track_id >= 0")
+        if self.face_track_timeout_s <= 0:
+            problems.append('face_track_timeout_s must be > 0')
         if self.smoothing_time_constant_s < 0 or self.min_dwell_s < 0:
             problems.append('smoothing_time_constant_s and min_dwell_s must be >= 0')
         if not 0 <= self.switch_margin < 1:
@@ -83,7 +91,12 @@ class FusionConfig:
 
 @dataclass(frozen=True)
 class Observation:
-    """One validated result, probabilities in :data:`EMOTION_LABELS` order."""
+    """One validated result, probabilities in :data:`EMOTION_LABELS` order.
+
+    ``stamp`` is the sensor time the evidence is current at, from which its age counts:
+    the frame's stamp for a face, the utterance's end for a voice (its header stamp when
+    the end is not given).
+    """
 
     modality: str
     stamp: float
@@ -123,9 +136,14 @@ class FusedState:
 
 def make_observation(modality: str, stamp: float, label_names: Sequence[str],
                      probabilities: Sequence[float], confidence: float, now: float,
-                     config: FusionConfig, track_id: int = -1,
-                     area: float = 0.0) -> Observation:
-    """Validate one result and return it in canonical order, or raise :class:`InvalidInput`."""
+                     config: FusionConfig, track_id: int = -1, area: float = 0.0,
+                     utterance_start: float = 0.0,
+                     utterance_end: float = 0.0) -> Observation:
+    """Validate one result and return it in canonical order, or raise :class:`InvalidInput`.
+
+    ``stamp`` is the header's sensor stamp; for voice, ``utterance_start``/``utterance_end``
+    (0 when not given) locate the utterance, and its end is when the evidence is current.
+    """
     if modality not in MODALITIES:
         raise InvalidInput('unknown_modality', f'unknown modality {modality!r}')
     values = np.asarray(probabilities, dtype=np.float64).reshape(-1)
@@ -139,23 +157,29 @@ def make_observation(modality: str, stamp: float, label_names: Sequence[str],
             canonical = reorder_to_canonical(label_names, values)
         except ValueError as error:
             raise InvalidInput('unknown_labels', str(error)) from None
-    if not np.all(np.isfinite(canonical)) or not math.isfinite(confidence):
+    total = float(canonical.sum())  # NaN or infinite when any entry is
+    if not math.isfinite(total) or not math.isfinite(confidence):
         raise InvalidInput('not_finite', 'NaN or infinite probability or confidence')
-    if np.any(canonical < 0):
+    if canonical.min() < 0.0:
         raise InvalidInput('negative', 'negative probability')
-    total = float(canonical.sum())
     if abs(total - 1.0) > config.probability_sum_tolerance:
         raise InvalidInput('bad_sum', f'probabilities sum to {total:.3f}, not 1')
     if not 0.0 <= confidence <= 1.0:
         raise InvalidInput('bad_confidence', f'confidence {confidence} outside [0, 1]')
     if stamp <= 0.0:
         raise InvalidInput('zero_stamp', 'header stamp is zero: the sensor time is unknown')
-    if stamp > now + config.max_future_s:
-        raise InvalidInput('future_stamp', f'stamp {stamp - now:.2f} s in the future '
+    current_at = stamp
+    if modality == VOICE and (utterance_start or utterance_end):
+        if not 0.0 < utterance_start <= utterance_end:
+            raise InvalidInput('bad_utterance', f'utterance from {utterance_start:.3f} to '
+                               f'{utterance_end:.3f}: not a time span')
+        current_at = utterance_end
+    if current_at > now + config.max_future_s:
+        raise InvalidInput('future_stamp', f'stamp {current_at - now:.2f} s in the future '
                            '(clocks out of sync, or use_sim_time differs between nodes)')
-    if now - stamp > config.max_age_s:
-        raise InvalidInput('stale', f'stamp {now - stamp:.2f} s old, beyond max_age_s')
-    return Observation(modality, float(stamp), canonical / total, float(confidence),
+    if now - current_at > config.max_age_s:
+        raise InvalidInput('stale', f'stamp {now - current_at:.2f} s old, beyond max_age_s')
+    return Observation(modality, float(current_at), canonical / total, float(confidence),
                        int(track_id), float(area))
 
 
@@ -164,6 +188,11 @@ class EmotionFuser:
 
     def __init__(self, config: FusionConfig):
         self.config = config
+        self.backward_jumps = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every result and the state, as at start."""
         self._faces: Dict[int, Observation] = {}
         self._voice: Optional[Observation] = None
         self._smoothed: Optional[np.ndarray] = None
@@ -191,38 +220,47 @@ class EmotionFuser:
 
     def update(self, now: float) -> FusedState:
         """The state at ``now``."""
+        previous = self._emotion
+        if self._last_update is not None and now < self._last_update - self.config.max_future_s:
+            self.reset()  # time went back (a replayed bag restarted): the past is another run
+            self.backward_jumps += 1
         self._forget_stale(now)
         sources = [o for o in (self._selected_face(), self._voice) if o is not None]
-        weights = np.array([self.config.weight_of(o.modality) * o.confidence
-                            * 0.5 ** (max(0.0, now - o.stamp) / self.config.half_life_s)
-                            for o in sources])
-        total = float(weights.sum()) if sources else 0.0
-        previous = self._emotion
+        half_life = self.config.half_life_s
+        weights = [self.config.weight_of(o.modality) * o.confidence
+                   * 0.5 ** (max(0.0, now - o.stamp) / half_life) for o in sources]
+        total = sum(weights)
         if total <= 0.0:
+            if previous != UNKNOWN or self._last_update is None:
+                self._since = now  # unknown since now, or since the first update
             self._smoothed, self._last_update = None, now
             self._emotion, self._rival = UNKNOWN, None
-            if previous != UNKNOWN:
-                self._since = now
             return FusedState(now, UNKNOWN, 0.0, None, UNKNOWN, 0.0, 0.0, self._since,
                               [], changed=previous != UNKNOWN)
-        fused = sum(w * o.probabilities for w, o in zip(weights, sources)) / total
+        fused = sources[0].probabilities * (weights[0] / total)
+        for weight, source in zip(weights[1:], sources[1:]):
+            fused += source.probabilities * (weight / total)
         self._smooth(fused, now)
         self._debounce(now)
-        index = EMOTION_LABELS.index(self._emotion)
         valence, arousal = valence_arousal_of(self._emotion)
         contributions = [
             Contribution(o.modality, o.label, o.confidence, max(0.0, now - o.stamp),
-                         float(w / total), o.track_id)
+                         w / total, o.track_id)
             for w, o in zip(weights, sources)]
-        return FusedState(now, self._emotion, float(self._smoothed[index]),
+        return FusedState(now, self._emotion,
+                          float(self._smoothed[EMOTION_LABELS.index(self._emotion)]),
                           self._smoothed.copy(), attitude_of(self._emotion), valence,
                           arousal, self._since, contributions,
                           changed=previous != self._emotion)
 
     def _forget_stale(self, now: float) -> None:
-        limit = self.config.max_age_s
-        self._faces = {track: o for track, o in self._faces.items() if now - o.stamp <= limit}
-        if self._voice is not None and now - self._voice.stamp > limit:
+        oldest = now - self.config.max_age_s
+        if self._faces:
+            newest_face = max(o.stamp for o in self._faces.values())
+            oldest_live = max(oldest, newest_face - self.config.face_track_timeout_s)
+            self._faces = {track: o for track, o in self._faces.items()
+                           if o.stamp >= oldest_live}
+        if self._voice is not None and self._voice.stamp < oldest:
             self._voice = None
 
     def _selected_face(self) -> Optional[Observation]:
@@ -237,7 +275,7 @@ class EmotionFuser:
 
     def _smooth(self, fused: np.ndarray, now: float) -> None:
         if self._smoothed is None or self._last_update is None:
-            self._smoothed = fused.copy()
+            self._smoothed = fused
         else:
             elapsed = max(0.0, now - self._last_update)
             tau = self.config.smoothing_time_constant_s
@@ -258,4 +296,5 @@ class EmotionFuser:
         if self._rival != leader:
             self._rival, self._rival_since = leader, now
         if now - self._rival_since >= self.config.min_dwell_s:
-            self._emotion, self._since, self._rival = EMOTION_LABELS[leader], self._rival_since, None
+            self._emotion, self._since = EMOTION_LABELS[leader], self._rival_since
+            self._rival = None

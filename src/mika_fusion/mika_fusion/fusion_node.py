@@ -18,7 +18,8 @@ from mika_common.node_params import ParameterSet, ParamSpec
 from mika_common.ros_io import (
     InputWatchdog, latched_qos, results_qos, run_node, sec_to_stamp, stamp_to_sec)
 from mika_fusion.fusion import (
-    FACE_SELECTIONS, EmotionFuser, FusedState, FusionConfig, InvalidInput, make_observation)
+    FACE, FACE_SELECTIONS, VOICE, EmotionFuser, FusedState, FusionConfig, InvalidInput,
+    make_observation)
 from mika_msgs.msg import EmotionResult, FusedEmotion, ModalityContribution
 
 PARAMETERS = [
@@ -38,6 +39,9 @@ PARAMETERS = [
               choices=FACE_SELECTIONS),
     ParamSpec('target_track_id', -1, "Track id followed when face_selection is 'track_id'.",
               min_value=-1, max_value=2**31 - 1),
+    ParamSpec('face_track_timeout_s', 1.0, 'A face track absent from results newer than its '
+              'own by this long (s) is forgotten: the person left.', min_value=0.05,
+              max_value=60.0),
     ParamSpec('smoothing_time_constant_s', 0.8, 'Time constant (s) of the exponential '
               'smoothing of the fused distribution; 0 disables smoothing.',
               min_value=0.0, max_value=30.0),
@@ -52,15 +56,19 @@ CONFIG_FIELDS = {f.name for f in dataclasses.fields(FusionConfig)}
 
 
 class FusionNode(Node):
-    def __init__(self):
-        super().__init__('fusion_node')
+    """Feeds every valid result to :class:`EmotionFuser` and publishes its state."""
+
+    def __init__(self, **node_options):
+        super().__init__('fusion_node', **node_options)
         self.params = ParameterSet(self, PARAMETERS, on_change=self._reconfigure)
         self.fuser = EmotionFuser(self._config(self.params.values))
         self.diagnostics = NodeDiagnostics(self, 'fusion', latency_warn_s=0.005)
         self._publisher = self.create_publisher(FusedEmotion, 'emotion/fused', latched_qos())
         watchdog = InputWatchdog(self)
-        for topic in ('emotion/face', 'emotion/voice'):
-            watchdog.subscribe(EmotionResult, topic, self._on_result, results_qos())
+        for modality in (FACE, VOICE):
+            watchdog.subscribe(EmotionResult, f'emotion/{modality}',
+                               lambda msg, expected=modality: self._on_result(msg, expected),
+                               results_qos())
         self.create_timer(1.0 / self.params['publish_rate_hz'], self._publish_state)
         self.diagnostics.set_state('ok', 'running')
         self.get_logger().info('fusing emotion/face and emotion/voice into emotion/fused')
@@ -75,33 +83,48 @@ class FusionNode(Node):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _on_result(self, msg: EmotionResult) -> None:
-        self.diagnostics.count(f'{msg.modality or "unknown"} received')
+    def _on_result(self, msg: EmotionResult, expected_modality: str) -> None:
+        self.diagnostics.count(f'{expected_modality} received')
         try:
+            if msg.modality != expected_modality:
+                raise InvalidInput('wrong_modality', f'modality {msg.modality!r} on the '
+                                   f'{expected_modality} topic (miswired remapping?)')
             observation = make_observation(
                 msg.modality, stamp_to_sec(msg.header.stamp), msg.label_names,
                 msg.probabilities, msg.confidence, self._now(), self.fuser.config,
-                track_id=msg.track_id, area=float(msg.face_roi.width * msg.face_roi.height))
+                track_id=msg.track_id, area=float(msg.face_roi.width * msg.face_roi.height),
+                utterance_start=stamp_to_sec(msg.utterance_start),
+                utterance_end=stamp_to_sec(msg.utterance_end))
         except InvalidInput as error:
             self.diagnostics.reject(error.reason)
             self.get_logger().warning(
-                f'rejected a {msg.modality or "?"} result: {error}', throttle_duration_sec=5.0)
+                f'rejected a result on emotion/{expected_modality}: {error}',
+                throttle_duration_sec=5.0)
             return
         if not self.fuser.add(observation):
-            self.diagnostics.count('out of order')
+            self.diagnostics.count('older than the kept result')
         state = self._update()
         if state.changed:
-            self._publisher.publish(self._to_msg(state))
+            self._publish(state)
 
     def _update(self) -> FusedState:
+        jumps = self.fuser.backward_jumps
         start = time.perf_counter()
         state = self.fuser.update(self._now())
         self.diagnostics.observe_latency(time.perf_counter() - start)
+        if self.fuser.backward_jumps != jumps:
+            self.get_logger().warning('the clock went back (a replayed bag restarted?): '
+                                      'the fusion state was reset')
         return state
 
     def _publish_state(self) -> None:
-        self._publisher.publish(self._to_msg(self._update()))
+        self._publish(self._update())
+
+    def _publish(self, state: FusedState) -> None:
+        self._publisher.publish(self._to_msg(state))
         self.diagnostics.count('published')
+        if state.changed:
+            self.diagnostics.count('changes')
 
     @staticmethod
     def _to_msg(state: FusedState) -> FusedEmotion:

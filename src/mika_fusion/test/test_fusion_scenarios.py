@@ -1,73 +1,74 @@
-"""Scripted scenarios driving the fusion core; each asserts a measured behaviour."""
+"""Scripted scenarios driving the fusion core; each asserts a measured behaviour.
+
+Inputs are classifier-like: probability vectors drawn from a Dirichlet around the true
+emotion with a seeded generator (see :mod:`mika_fusion.scenarios`).
+"""
 import numpy as np
 import pytest
 
 from mika_common.emotions import EMOTION_LABELS
 from mika_fusion.fusion import (
     FACE, VOICE, EmotionFuser, FusionConfig, InvalidInput, make_observation)
+from mika_fusion.scenarios import (
+    UNDEBOUNCED, flicker_scenarios, flips, follow_delay, noisy_distribution, peaked, simulate)
 
 RATE_HZ = 10.0
 
 
-def noisy_distribution(rng, label, concentration=8.0, strength=0.55):
-    """A classifier-like output: ``strength`` of the mass around ``label``, Dirichlet noise."""
-    peak = np.full(7, (1.0 - strength) / 6)
-    peak[EMOTION_LABELS.index(label)] = strength
-    return rng.dirichlet(peak * concentration)
-
-
-def feed(fuser, config, modality, stamp, probabilities, track_id=1, area=100.0, now=None):
+def feed(fuser, config, modality, stamp, probabilities, track_id=1, area=100.0, now=None,
+         **utterance):
     observation = make_observation(
         modality, stamp, EMOTION_LABELS, probabilities, float(np.max(probabilities)),
-        stamp if now is None else now, config, track_id=track_id, area=area)
-    fuser.add(observation)
+        stamp if now is None else now, config, track_id=track_id, area=area, **utterance)
+    return fuser.add(observation)
 
 
-def run(config, labels_at, seconds, seed=0, modality=FACE, start=100.0):
-    """Feed one modality at RATE_HZ with noisy outputs of ``labels_at(t)``; the states."""
-    rng = np.random.default_rng(seed)
-    fuser = EmotionFuser(config)
-    states = []
-    for step in range(int(seconds * RATE_HZ)):
-        t = start + step / RATE_HZ
-        feed(fuser, config, modality, t, noisy_distribution(rng, labels_at(t - start)))
-        states.append(fuser.update(t))
-    return states
+def one_hot(label, confidence=0.88):
+    probabilities = np.full(7, (1.0 - confidence) / 6)
+    probabilities[EMOTION_LABELS.index(label)] = confidence
+    return probabilities
 
 
-def flips(states):
-    emotions = [s.emotion for s in states]
-    return sum(1 for a, b in zip(emotions, emotions[1:]) if a != b)
-
-
-def test_debounce_suppresses_flicker_under_noisy_alternating_input():
-    """Every other frame leans 'sad' while the person is 'happy': a flickering classifier."""
-    def alternating(t):
-        return 'happy' if int(t * RATE_HZ) % 2 == 0 else 'sad'
-
-    minutes = 1.0
-    debounced = flips(run(FusionConfig(), alternating, 60 * minutes))
-    raw = flips(run(FusionConfig(smoothing_time_constant_s=0.0, switch_margin=0.0,
-                                 min_dwell_s=0.0), alternating, 60 * minutes))
-    assert raw / minutes > 100  # the undebounced output changes most frames
-    assert debounced / minutes <= 2
+@pytest.mark.parametrize('scenario', sorted(flicker_scenarios()))
+@pytest.mark.parametrize('seed', [0, 1])
+def test_debounce_suppresses_flicker_of_a_steady_emotion(scenario, seed):
+    """One minute of a steady person read by a flickering classifier: flips per minute."""
+    mix_at = flicker_scenarios()[scenario]
+    debounced = flips(simulate(FusionConfig(), mix_at, 60.0, seed=seed))
+    raw = flips(simulate(FusionConfig(**UNDEBOUNCED), mix_at, 60.0, seed=seed))
+    assert raw >= 100, raw  # the top label per frame changes well over 100 times a minute
+    assert debounced <= 1, debounced
 
 
 def test_a_real_change_is_followed_after_the_dwell_time_but_within_two_seconds():
-    change_at = 10.0
     config = FusionConfig()
-    states = run(config, lambda t: 'happy' if t < change_at else 'sad', 20.0)
-    assert states[int(change_at * RATE_HZ) - 1].emotion == 'happy'
-    switch = next(s.stamp - 100.0 for s in states if s.stamp - 100.0 >= change_at
-                  and s.emotion == 'sad')
-    delay = switch - change_at
-    assert config.min_dwell_s <= delay <= 2.0, delay
-    assert states[-1].emotion == 'sad'
-    assert flips(states) == 1  # unknown -> happy is not counted: states start at happy
+    for seed in range(5):
+        states = simulate(config, lambda t: peaked('happy') if t < 10.0 else peaked('sad'),
+                          20.0, seed=seed)
+        assert states[int(10.0 * RATE_HZ) - 1].emotion == 'happy'
+        delay = follow_delay(states, 10.0, 'sad')
+        assert delay is not None and config.min_dwell_s <= delay <= 2.0, (seed, delay)
+        assert flips(states) == 1
+
+
+def test_real_changes_every_five_seconds_are_all_followed():
+    labels = ['happy', 'sad', 'surprise', 'neutral']
+    states = simulate(FusionConfig(), lambda t: peaked(labels[int(t // 5) % 4]), 60.0)
+    assert flips(states) == 11  # 12 segments, every boundary followed, nothing else
+    for segment in range(12):  # each segment's end shows its own emotion
+        assert states[segment * 50 + 49].emotion == labels[segment % 4]
+
+
+def test_without_dwell_or_margin_the_same_change_is_followed_at_once_but_flickers():
+    states = simulate(FusionConfig(switch_margin=0.0, min_dwell_s=0.0),
+                      lambda t: peaked('happy', 0.45) if t < 10.0 else peaked('sad', 0.45),
+                      20.0, seed=3, concentration=8.0)
+    assert flips(states) > 1  # the debounce parameters are what keeps it at one
 
 
 def test_since_tells_when_the_published_emotion_began_to_hold():
-    states = run(FusionConfig(), lambda t: 'happy' if t < 5 else 'neutral', 12.0)
+    states = simulate(FusionConfig(),
+                      lambda t: peaked('happy') if t < 5 else peaked('neutral'), 12.0)
     last = states[-1]
     assert last.emotion == 'neutral'
     assert 105.0 <= last.since <= 107.0
@@ -78,10 +79,10 @@ def test_a_stale_modality_drops_out_and_nothing_fresh_gives_unknown():
     config = FusionConfig(max_age_s=3.0)
     fuser = EmotionFuser(config)
     rng = np.random.default_rng(1)
-    feed(fuser, config, VOICE, 100.0, noisy_distribution(rng, 'sad'))
+    feed(fuser, config, VOICE, 100.0, noisy_distribution(rng, peaked('sad')))
     for step in range(50):  # faces for 5 s
         t = 100.0 + step / RATE_HZ
-        feed(fuser, config, FACE, t, noisy_distribution(rng, 'happy'))
+        feed(fuser, config, FACE, t, noisy_distribution(rng, peaked('happy')))
         state = fuser.update(t)
         modalities = sorted(c.modality for c in state.contributions)
         assert modalities == (['face', 'voice'] if t - 100.0 <= 3.0 else ['face']), t
@@ -129,6 +130,109 @@ def test_face_selection_policies(selection, target, expected):
         {'sad': 5, 'happy': 3, 'fear': 7}[expected]]
 
 
+def test_a_target_track_that_is_not_in_view_contributes_nothing():
+    config = FusionConfig(face_selection='track_id', target_track_id=9)
+    fuser = EmotionFuser(config)
+    feed(fuser, config, FACE, 100.0, one_hot('happy'), track_id=3)
+    feed(fuser, config, VOICE, 100.0, one_hot('sad'))
+    state = fuser.update(100.0)
+    assert state.emotion == 'sad' and [c.modality for c in state.contributions] == [VOICE]
+
+
+def test_a_face_track_that_left_is_forgotten_and_the_remaining_face_followed():
+    """Two people; the larger (sad, track 5) leaves at 2 s, the smaller (happy) stays."""
+    config = FusionConfig()
+    fuser = EmotionFuser(config)
+    rng = np.random.default_rng(4)
+    followed = {}
+    for step in range(60):
+        t = 100.0 + step / RATE_HZ
+        if t < 102.0:
+            feed(fuser, config, FACE, t, noisy_distribution(rng, peaked('sad')), 5, 400.0)
+        feed(fuser, config, FACE, t, noisy_distribution(rng, peaked('happy')), 3, 90.0)
+        state = fuser.update(t)
+        followed[round(t - 100.0, 1)] = (state.contributions[0].track_id, state.emotion)
+    assert followed[1.9] == (5, 'sad')
+    assert followed[2.5][0] == 5  # within face_track_timeout_s it may just be a missed frame
+    assert followed[3.0][0] == 3  # then it is dead: well before max_age_s (6 s)
+    assert followed[5.9] == (3, 'happy')
+
+
+def test_voice_age_counts_from_the_end_of_the_utterance():
+    config = FusionConfig(max_age_s=3.0)
+    fuser = EmotionFuser(config)
+    # a 5 s utterance, classified 0.4 s after it ended: older than max_age_s by its start
+    assert feed(fuser, config, VOICE, 100.0, one_hot('angry'), now=105.4,
+                utterance_start=100.0, utterance_end=105.0)
+    state = fuser.update(105.4)
+    assert state.emotion == 'angry'
+    assert round(state.contributions[0].age, 6) == 0.4
+    later = fuser.update(108.1)  # 3.1 s after its end
+    assert later.emotion == 'unknown'
+
+
+def test_out_of_order_results_keep_the_newest_per_source():
+    config = FusionConfig(smoothing_time_constant_s=0.0)
+    fuser = EmotionFuser(config)
+    assert feed(fuser, config, VOICE, 100.0, one_hot('happy'), now=104.2,
+                utterance_start=100.0, utterance_end=104.0)
+    # an earlier, shorter utterance whose classification finished later
+    assert not feed(fuser, config, VOICE, 101.0, one_hot('sad'), now=104.3,
+                    utterance_start=101.0, utterance_end=102.0)
+    # another face track's older frame is not compared with this track's
+    assert feed(fuser, config, FACE, 104.1, one_hot('happy'), track_id=1, now=104.3)
+    assert feed(fuser, config, FACE, 104.0, one_hot('happy'), track_id=2, now=104.3)
+    assert not feed(fuser, config, FACE, 103.9, one_hot('sad'), track_id=1, now=104.3)
+    state = fuser.update(104.3)
+    assert state.emotion == 'happy'
+    assert {c.label for c in state.contributions} == {'happy'}
+
+
+def test_fusion_starts_again_after_unknown():
+    config = FusionConfig(max_age_s=1.0)
+    fuser = EmotionFuser(config)
+    feed(fuser, config, FACE, 100.0, one_hot('happy'))
+    assert fuser.update(100.0).emotion == 'happy'
+    assert fuser.update(101.5).emotion == 'unknown'
+    feed(fuser, config, FACE, 110.0, one_hot('fear'))
+    state = fuser.update(110.0)
+    assert (state.emotion, state.since, state.changed) == ('fear', 110.0, True)
+    assert state.attitude == 'negative' and state.valence < 0 < state.arousal
+
+
+def test_nothing_at_start_is_unknown_since_the_first_update():
+    state = EmotionFuser(FusionConfig()).update(50.0)
+    assert (state.emotion, state.confidence, state.since, state.changed) == (
+        'unknown', 0.0, 50.0, False)
+
+
+def test_a_clock_that_goes_back_resets_the_state():
+    """A replayed bag that loops: sim time jumps back, the old results are not 'future'."""
+    config = FusionConfig()
+    fuser = EmotionFuser(config)
+    feed(fuser, config, FACE, 200.0, one_hot('happy'))
+    assert fuser.update(200.0).emotion == 'happy'
+    back = fuser.update(100.0)
+    assert (back.emotion, back.changed, fuser.backward_jumps) == ('unknown', True, 1)
+    assert feed(fuser, config, FACE, 100.1, one_hot('sad'))
+    assert fuser.update(100.1).emotion == 'sad'
+    fuser.update(100.1 - config.max_future_s / 2)  # jitter within tolerance is no jump
+    assert fuser.backward_jumps == 1
+
+
+def test_reconfiguring_keeps_the_state_and_applies_the_new_weights():
+    fuser = EmotionFuser(FusionConfig(smoothing_time_constant_s=0.0))
+    config = fuser.config
+    feed(fuser, config, FACE, 100.0, one_hot('happy', 0.6))
+    feed(fuser, config, VOICE, 100.0, one_hot('angry', 0.6))
+    before = fuser.update(100.0)
+    fuser.reconfigure(FusionConfig(smoothing_time_constant_s=0.0, face_weight=0.0))
+    after = fuser.update(100.1)
+    assert before.emotion == 'happy' and after.emotion == 'happy'  # dwell not yet over
+    assert {c.modality: c.weight for c in after.contributions}[VOICE] == 1.0
+    assert fuser.update(100.8).emotion == 'angry'
+
+
 def test_order_follows_stamps_not_arrival():
     config = FusionConfig(smoothing_time_constant_s=0.0)
     fuser = EmotionFuser(config)
@@ -154,6 +258,9 @@ GOOD = list(np.full(7, 1 / 7))
     (dict(stamp=101.0), 'future_stamp'),
     (dict(stamp=80.0), 'stale'),
     (dict(modality='gesture'), 'unknown_modality'),
+    (dict(modality=VOICE, utterance_start=99.9, utterance_end=99.0), 'bad_utterance'),
+    (dict(modality=VOICE, utterance_start=99.0, utterance_end=102.0), 'future_stamp'),
+    (dict(modality=VOICE, stamp=90.0, utterance_start=90.0, utterance_end=93.0), 'stale'),
 ])
 def test_bad_inputs_are_rejected_with_a_reason(kwargs, reason):
     arguments = dict(modality=FACE, stamp=99.9, label_names=EMOTION_LABELS,
@@ -178,6 +285,7 @@ def test_probabilities_in_another_label_order_are_reordered():
     (dict(face_selection='loudest'), 'face_selection'),
     (dict(face_selection='track_id'), 'target_track_id'),
     (dict(switch_margin=1.0), 'switch_margin'),
+    (dict(face_track_timeout_s=0.0), 'face_track_timeout_s'),
 ])
 def test_inconsistent_configurations_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
