@@ -1,0 +1,1 @@
+"""Face emotion perception for Mika."""

@@ -1,0 +1,267 @@
+"""Face detectors: OpenCV's Haar cascade (always available) and BlazeFace (fast, steadier).
+
+ROS-free. A detector takes a BGR uint8 image and returns :class:`Detection` boxes in pixels
+of that image. BlazeFace is MediaPipe's face detector run in LiteRT (``ai_edge_litert``):
+about 1 ms (short range, faces within ~2 m) or 4 ms (full range, up to ~5 m) per frame on
+one core here, against 20-120 ms for Haar. Its model files come from the mediapipe wheel on
+PyPI at setup (:mod:`mika_perception.fetch_face_detector`); where they are absent
+``create_detector('auto')`` falls back to Haar and says why.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from mika_perception.resources import models_dir
+
+DETECTORS = ('auto', 'blazeface_short', 'blazeface_full', 'haar')
+HAAR_CASCADE = 'haarcascade_frontalface_default.xml'
+HOW_TO_GET_BLAZEFACE = (
+    'fetch it with `python src/mika_perception/mika_perception/fetch_face_detector.py` '
+    '(scripts/setup.sh does) and rebuild, or set detector to haar')
+
+
+def default_model_dir() -> str:
+    """share/mika_perception/models/face_detector when installed, else the source tree's."""
+    return str(models_dir() / 'face_detector')
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face: box (x, y, width, height) in pixels of the input image, and a score in [0, 1].
+
+    Haar has no calibrated score: its detections have score 1.
+    """
+
+    box: Tuple[float, float, float, float]
+    score: float
+
+
+class HaarFaceDetector:
+    """OpenCV's frontal-face Haar cascade on a grey, equalised, optionally downscaled frame.
+
+    ``max_width``: frames wider than this are shrunk first (Haar's cost grows with the area;
+    faces smaller than ``min_face_px`` at full resolution are not looked for anyway).
+    """
+
+    name = 'haar'
+
+    def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 5,
+                 min_face_px: int = 40, max_width: int = 320):
+        path = os.path.join(cv2.data.haarcascades, HAAR_CASCADE)
+        self._cascade = cv2.CascadeClassifier(path)
+        if self._cascade.empty():
+            raise RuntimeError(f'OpenCV could not load its Haar cascade {path}')
+        self.scale_factor = scale_factor
+        self.min_neighbors = min_neighbors
+        self.min_face_px = min_face_px
+        self.max_width = max_width
+
+    def detect(self, bgr: np.ndarray) -> List[Detection]:
+        grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+        scale = min(1.0, self.max_width / grey.shape[1]) if self.max_width > 0 else 1.0
+        if scale < 1.0:
+            grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        grey = cv2.equalizeHist(grey)
+        min_side = max(12, int(round(self.min_face_px * scale)))
+        boxes = self._cascade.detectMultiScale(
+            grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+            minSize=(min_side, min_side))
+        return [Detection(tuple(float(v) / scale for v in box), 1.0) for box in boxes]
+
+
+@dataclass(frozen=True)
+class _BlazeFaceVariant:
+    file_name: str
+    input_size: int
+    strides: Tuple[int, ...]
+    anchors_per_cell: int
+    default_min_score: float
+
+
+# From MediaPipe's face_detection_{short,full}_range.pbtxt (SSD anchors, fixed size).
+_VARIANTS = {
+    'blazeface_short': _BlazeFaceVariant('face_detection_short_range.tflite', 128,
+                                         (8, 16, 16, 16), 2, 0.5),
+    'blazeface_full': _BlazeFaceVariant('face_detection_full_range_sparse.tflite', 192,
+                                        (4,), 1, 0.6),
+}
+
+
+def _ssd_anchor_centres(input_size: int, strides: Sequence[int],
+                        anchors_per_cell: int) -> np.ndarray:
+    """(N, 2) anchor centres in [0, 1], in the model's output order.
+
+    Consecutive layers with the same stride share one grid (MediaPipe's SsdAnchorsCalculator);
+    every anchor has size 1 (fixed_anchor_size), so only centres matter.
+    """
+    centres = []
+    layer = 0
+    while layer < len(strides):
+        stride = strides[layer]
+        same = 0
+        while layer < len(strides) and strides[layer] == stride:
+            same += 1
+            layer += 1
+        cells = int(np.ceil(input_size / stride))
+        ys, xs = np.meshgrid((np.arange(cells) + 0.5) / cells, (np.arange(cells) + 0.5) / cells,
+                             indexing='ij')
+        grid = np.stack([xs.ravel(), ys.ravel()], axis=1)
+        centres.append(np.repeat(grid, same * anchors_per_cell, axis=0))
+    return np.concatenate(centres).astype(np.float32)
+
+
+def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> List[int]:
+    """MediaPipe's weighted non-maximum suppression, in place on ``boxes`` (x0, y0, x1, y1).
+
+    Each kept box becomes the score-weighted mean of the boxes it suppresses: steadier than
+    keeping the single best anchor. Returns the indices of the kept boxes.
+    """
+    order = list(np.argsort(-scores))
+    kept = []
+    while order:
+        best = order[0]
+        rest = np.array(order)
+        ious = _iou_one_to_many(boxes[best], boxes[rest])
+        group = rest[ious > iou_threshold]
+        group = group if group.size else np.array([best])
+        weights = scores[group][:, None]
+        boxes[best] = (boxes[group] * weights).sum(axis=0) / weights.sum()
+        kept.append(int(best))
+        order = [int(i) for i in rest[ious <= iou_threshold] if i != best]
+    return kept
+
+
+def _iou_one_to_many(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    x0 = np.maximum(box[0], others[:, 0])
+    y0 = np.maximum(box[1], others[:, 1])
+    x1 = np.minimum(box[2], others[:, 2])
+    y1 = np.minimum(box[3], others[:, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-9)
+
+
+class BlazeFaceDetector:
+    """MediaPipe BlazeFace (.tflite) in LiteRT, decoded and suppressed as MediaPipe does.
+
+    The frame is letterboxed (aspect kept) to the model's square input, RGB, in [-1, 1].
+    """
+
+    def __init__(self, variant: str = 'blazeface_short', model_dir: Optional[str] = None,
+                 min_score: Optional[float] = None, nms_iou: float = 0.3,
+                 min_face_px: int = 20, num_threads: int = 1):
+        if variant not in _VARIANTS:
+            raise ValueError(f'variant must be one of {sorted(_VARIANTS)}, got {variant!r}')
+        self.name = variant
+        self._variant = _VARIANTS[variant]
+        model_dir = model_dir or default_model_dir()
+        self.model_path = os.path.join(model_dir, self._variant.file_name)
+        if not os.path.isfile(self.model_path):
+            raise FileNotFoundError(
+                f'face detector model {self.model_path} is missing; {HOW_TO_GET_BLAZEFACE}')
+        from ai_edge_litert.interpreter import Interpreter
+        try:
+            self._interpreter = Interpreter(model_path=self.model_path, num_threads=num_threads)
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as error:
+            raise RuntimeError(f'face detector model {self.model_path} does not load '
+                               f'({error}); {HOW_TO_GET_BLAZEFACE}') from None
+        self._input = self._interpreter.get_input_details()[0]['index']
+        outputs = sorted(self._interpreter.get_output_details(), key=lambda d: d['shape'][-1])
+        self._scores_index, self._boxes_index = outputs[0]['index'], outputs[1]['index']
+        size = self._variant.input_size
+        self._anchors = _ssd_anchor_centres(size, self._variant.strides,
+                                            self._variant.anchors_per_cell)
+        self.min_score = self._variant.default_min_score if min_score is None else min_score
+        self.nms_iou = nms_iou
+        self.min_face_px = min_face_px
+        self._tensor = np.zeros((1, size, size, 3), np.float32)
+
+    def detect(self, bgr: np.ndarray) -> List[Detection]:
+        height, width = bgr.shape[:2]
+        size = self._variant.input_size
+        scale = size / max(width, height)
+        new_w, new_h = max(1, int(round(width * scale))), max(1, int(round(height * scale)))
+        pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
+        small = _shrink(bgr, new_w, new_h)
+        tensor = self._tensor
+        tensor.fill(-1.0)  # letterbox border: black, as MediaPipe's BORDER_ZERO
+        inside = tensor[0, pad_y:pad_y + new_h, pad_x:pad_x + new_w]
+        inside[...] = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+        inside *= 1.0 / 127.5
+        inside -= 1.0
+        self._interpreter.set_tensor(self._input, tensor)
+        self._interpreter.invoke()
+        logits = self._interpreter.get_tensor(self._scores_index)[0, :, 0]
+        candidates = np.flatnonzero(logits > _logit(self.min_score))
+        if candidates.size == 0:
+            return []
+        raw = self._interpreter.get_tensor(self._boxes_index)[0, candidates, :4] / size
+        scores = 1.0 / (1.0 + np.exp(-np.clip(logits[candidates], -100.0, 100.0)))
+        centres = self._anchors[candidates] + raw[:, :2]
+        half = raw[:, 2:4] / 2.0
+        corners = np.concatenate([centres - half, centres + half], axis=1)
+        kept = weighted_nms(corners, scores, self.nms_iou)
+        detections = []
+        for index in kept:
+            x0, y0, x1, y1 = corners[index]
+            # letterboxed tensor coordinates -> input image pixels, clipped to the image
+            x0 = max(0.0, (x0 * size - pad_x) / scale)
+            y0 = max(0.0, (y0 * size - pad_y) / scale)
+            x1 = min(float(width), (x1 * size - pad_x) / scale)
+            y1 = min(float(height), (y1 * size - pad_y) / scale)
+            if min(x1 - x0, y1 - y0) >= self.min_face_px:
+                detections.append(Detection((float(x0), float(y0), float(x1 - x0), float(y1 - y0)),
+                                            float(scores[index])))
+        return detections
+
+
+def _shrink(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Downscale with area averaging (small faces keep their detail) at bilinear cost.
+
+    OpenCV's INTER_AREA is fast only for whole factors (1 ms at 640x480 -> 192x144 for a
+    factor of 3.3): resize bilinearly to twice the target, then halve by area (0.2 ms).
+    """
+    if image.shape[1] <= 2 * width:
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    double = cv2.resize(image, (2 * width, 2 * height), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(double, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def _logit(probability: float) -> float:
+    probability = min(max(probability, 1e-6), 1 - 1e-6)
+    return float(np.log(probability / (1 - probability)))
+
+
+def create_detector(kind: str = 'auto', model_dir: Optional[str] = None,
+                    min_score: Optional[float] = None, min_face_px: int = 40,
+                    haar_scale_factor: float = 1.1, haar_min_neighbors: int = 5,
+                    haar_max_width: int = 320, num_threads: int = 1):
+    """(detector, note): ``note`` explains a fallback from 'auto' to Haar, else ''.
+
+    'auto' is BlazeFace full range (faces up to ~5 m, small in a 720p frame) where its model
+    file is present, Haar otherwise; a named BlazeFace variant whose model is missing
+    raises FileNotFoundError.
+    """
+    if kind not in DETECTORS:
+        raise ValueError(f'detector must be one of {DETECTORS}, got {kind!r}')
+    model_dir = model_dir or default_model_dir()
+    if kind == 'auto':
+        if os.path.isfile(os.path.join(model_dir, _VARIANTS['blazeface_full'].file_name)):
+            kind = 'blazeface_full'
+        else:
+            note = (f'BlazeFace model not found in {model_dir}: using the slower Haar cascade; '
+                    + HOW_TO_GET_BLAZEFACE.replace('or set detector to haar', 'for BlazeFace'))
+            return HaarFaceDetector(haar_scale_factor, haar_min_neighbors, min_face_px,
+                                    haar_max_width), note
+    if kind == 'haar':
+        return HaarFaceDetector(haar_scale_factor, haar_min_neighbors, min_face_px,
+                                haar_max_width), ''
+    return BlazeFaceDetector(kind, model_dir, min_score, min_face_px=min_face_px,
+                             num_threads=num_threads), ''

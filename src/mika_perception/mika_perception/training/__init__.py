@@ -1,0 +1,1 @@
+"""Training tools for the face model (ROS-free)."""

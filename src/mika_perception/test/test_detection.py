@@ -1,0 +1,83 @@
+"""Face detectors on real face images: BlazeFace (where fetched) and Haar."""
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from mika_perception.sample_frames import face_box_in_frame, face_frame, three_face_frame
+from mika_perception.detection import (
+    BlazeFaceDetector, HaarFaceDetector, create_detector, default_model_dir, weighted_nms)
+from mika_perception.fetch_face_detector import FILES
+from mika_perception.tracking import box_iou
+
+cv2.setNumThreads(1)
+BLAZEFACE = all(os.path.isfile(os.path.join(default_model_dir(), name)) for name in FILES)
+needs_blazeface = pytest.mark.skipif(
+    not BLAZEFACE, reason=f'BlazeFace models not fetched into {default_model_dir()} '
+    '(run mika_perception/fetch_face_detector.py)')
+
+
+def detectors():
+    found = [HaarFaceDetector()]
+    if BLAZEFACE:
+        found += [BlazeFaceDetector('blazeface_short'), BlazeFaceDetector('blazeface_full')]
+    return found
+
+
+@pytest.mark.parametrize('detector', detectors(), ids=lambda d: d.name)
+def test_detector_finds_the_real_face_where_it_is(detector):
+    frame = face_frame(640, 480, face_side=360, x=140, y=60)
+    detections = detector.detect(frame)
+    assert len(detections) == 1
+    assert box_iou(detections[0].box, face_box_in_frame(360, 140, 60)) > 0.5
+    assert 0.0 < detections[0].score <= 1.0
+
+
+@needs_blazeface
+def test_blazeface_full_range_finds_three_faces_and_nothing_in_an_empty_scene():
+    # the short-range model is for faces near the camera: it misses the smaller ones here
+    detector = BlazeFaceDetector('blazeface_full', min_score=0.5)  # the node's default
+    detections = detector.detect(three_face_frame())
+    assert len(detections) == 3
+    centres = sorted(d.box[0] + d.box[2] / 2 for d in detections)
+    assert centres[0] < 400 < centres[1] < 850 < centres[2]
+    empty = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 255, (480, 640, 3), np.uint8),
+                             (9, 9), 3)
+    assert detector.detect(empty) == []
+
+
+@needs_blazeface
+def test_blazeface_box_is_steady_on_a_still_face():
+    detector = BlazeFaceDetector('blazeface_short')
+    frame = face_frame()
+    boxes = np.array([detector.detect(frame)[0].box for _ in range(3)])
+    assert np.ptp(boxes, axis=0).max() < 1e-3  # deterministic
+
+
+def test_auto_falls_back_to_haar_and_says_why(tmp_path):
+    detector, note = create_detector('auto', model_dir=str(tmp_path))
+    assert detector.name == 'haar'
+    assert str(tmp_path) in note and 'fetch_face_detector' in note
+
+
+def test_named_blazeface_without_its_model_refuses(tmp_path):
+    with pytest.raises(FileNotFoundError) as error:
+        create_detector('blazeface_full', model_dir=str(tmp_path))
+    assert 'face_detection_full_range_sparse.tflite' in str(error.value)
+    assert 'fetch_face_detector' in str(error.value)
+
+
+def test_corrupt_blazeface_model_refuses(tmp_path):
+    (tmp_path / 'face_detection_short_range.tflite').write_bytes(b'not a model' * 10)
+    with pytest.raises((RuntimeError, ValueError)) as error:
+        BlazeFaceDetector('blazeface_short', model_dir=str(tmp_path))
+    assert 'face_detection_short_range.tflite' in str(error.value)
+
+
+def test_weighted_nms_merges_overlapping_boxes():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], np.float64)
+    scores = np.array([0.9, 0.6, 0.8])
+    kept = weighted_nms(boxes, scores, 0.3)
+    assert sorted(kept) == [0, 2]
+    np.testing.assert_allclose(boxes[0], [0.4, 0.4, 10.4, 10.4])

@@ -1,0 +1,211 @@
+"""The face node in process: real face frames in, EmotionResult with the frame's header out.
+
+A probe node publishes Image or CompressedImage frames of a real face (scikit-image's
+astronaut) with malformed frames in between; the node must answer every good frame with
+the same header stamp, count the malformed ones by reason and keep running.
+"""
+import importlib.util
+
+import cv2
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip('rclpy')
+
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+
+from mika_common.emotions import EMOTION_LABELS  # noqa: E402
+from mika_common.ros_io import sec_to_stamp, sensor_qos, stamp_to_sec  # noqa: E402
+from mika_common.testing import spin_until  # noqa: E402
+from mika_msgs.msg import EmotionResult  # noqa: E402
+from mika_perception.sample_frames import face_frame  # noqa: E402
+
+T0 = 1_700_000_000.25
+
+
+@pytest.fixture()
+def graph(tiny_face_model_path, request):
+    from mika_perception.face_node import FaceNode
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    extra = getattr(request, 'param', {})
+    node = FaceNode(context=context, parameter_overrides=[
+        Parameter('model_paths', value=[tiny_face_model_path]),
+        Parameter('runtime', value='keras'),
+        Parameter('probability_time_constant_s', value=0.0)]
+        + [Parameter(name, value=value) for name, value in extra.items()])
+    probe = rclpy.create_node('face_test_probe', context=context)
+    executor = MultiThreadedExecutor(num_threads=3, context=context)
+    executor.add_node(node)
+    executor.add_node(probe)
+    results = []
+    probe.create_subscription(EmotionResult, 'emotion/face', results.append, 50)
+    yield node, probe, executor, results
+    executor.shutdown()
+    node.destroy_node()
+    probe.destroy_node()
+    rclpy.shutdown(context=context)
+
+
+def image_msg(frame, t, encoding='rgb8'):
+    pixels = frame[:, :, ::-1] if encoding == 'rgb8' else frame
+    msg = Image(encoding=encoding, height=frame.shape[0], width=frame.shape[1],
+                step=frame.shape[1] * 3, data=np.ascontiguousarray(pixels).tobytes())
+    msg.header.stamp = sec_to_stamp(t)
+    msg.header.frame_id = 'test_camera'
+    return msg
+
+
+def send(node, executor, publisher, msg, wait_for):
+    """Publish, then spin until the node's worker has handled it."""
+    publisher.publish(msg)
+    assert spin_until(executor, wait_for, 10.0)
+    node._worker.wait_idle(10.0)
+    executor.spin_once(timeout_sec=0.05)
+
+
+def rejected(node):
+    return node._diagnostics.rejected
+
+
+def test_frames_become_results_with_their_stamps_and_bad_frames_are_counted(graph):
+    node, probe, executor, results = graph
+    publisher = probe.create_publisher(Image, 'image', sensor_qos('reliable'))
+    assert spin_until(executor, lambda: publisher.get_subscription_count() > 0, 5.0)
+    frame = face_frame()
+    stamps = [T0 + i / 30 for i in range(4)]
+    bad = [
+        ('short_data', lambda m: setattr(m, 'data', bytes(m.data)[:-10])),
+        ('wrong_step', lambda m: setattr(m, 'step', m.width * 3 - 1)),
+        ('zero_size', lambda m: (setattr(m, 'width', 0), setattr(m, 'step', 0),
+                                 setattr(m, 'data', b''))),
+        ('unknown_encoding', lambda m: setattr(m, 'encoding', '32FC1')),
+    ]
+    processed = lambda: node._diagnostics.window.totals.get('processed', 0)  # noqa: E731
+    for i, t in enumerate(stamps):
+        before = processed()
+        send(node, executor, publisher, image_msg(frame, t), lambda: processed() > before)
+        if i < len(bad):
+            reason, spoil = bad[i]
+            msg = image_msg(frame, t + 0.01)
+            spoil(msg)
+            send(node, executor, publisher, msg, lambda: rejected(node).get(reason, 0) == 1)
+    assert spin_until(executor, lambda: len(results) >= 3, 5.0)
+    # confirmed on the second frame: one result for each frame from then on
+    assert [stamp_to_sec(r.header.stamp) for r in results] == pytest.approx(stamps[1:])
+    for result in results:
+        assert result.header.frame_id == 'test_camera'
+        assert result.modality == EmotionResult.MODALITY_FACE
+        assert list(result.label_names) == list(EMOTION_LABELS)
+        assert abs(sum(result.probabilities) - 1.0) < 1e-4
+        assert result.label == EMOTION_LABELS[int(np.argmax(result.probabilities))]
+        assert result.track_id == 1
+        assert 100 < result.face_roi.x_offset < 400 and result.face_roi.width > 60
+        assert result.model_id == 'test-tiny'
+    assert rejected(node) == {'short_data': 1, 'wrong_step': 1, 'zero_size': 1,
+                              'unknown_encoding': 1}
+    assert node._diagnostics.window.totals['processed'] == len(stamps)
+
+
+@pytest.mark.parametrize('graph', [{'input_type': 'compressed'}], indirect=True)
+def test_compressed_frames_and_broken_jpeg(graph):
+    node, probe, executor, results = graph
+    publisher = probe.create_publisher(CompressedImage, 'image/compressed', sensor_qos())
+    assert spin_until(executor, lambda: publisher.get_subscription_count() > 0, 5.0)
+    jpeg = cv2.imencode('.jpg', face_frame(), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    processed = lambda: node._diagnostics.window.totals.get('processed', 0)  # noqa: E731
+    for i in range(3):
+        msg = CompressedImage(format='jpeg', data=jpeg)
+        msg.header.stamp = sec_to_stamp(T0 + i / 30)
+        send(node, executor, publisher, msg, lambda: processed() > i)
+    broken = CompressedImage(format='jpeg', data=jpeg[:len(jpeg) // 2])
+    send(node, executor, publisher, broken, lambda: rejected(node).get('broken_data') == 1)
+    assert spin_until(executor, lambda: len(results) >= 2, 5.0)
+    assert [stamp_to_sec(r.header.stamp) for r in results] == pytest.approx(
+        [T0 + 1 / 30, T0 + 2 / 30])
+
+
+def test_debug_image_only_while_someone_subscribes(graph):
+    node, probe, executor, results = graph
+    publisher = probe.create_publisher(Image, 'image', sensor_qos())
+    assert spin_until(executor, lambda: publisher.get_subscription_count() > 0, 5.0)
+    assert node._debug.get_subscription_count() == 0
+    debug = []
+    probe.create_subscription(Image, 'emotion/face/debug_image', debug.append, sensor_qos())
+    assert spin_until(executor, lambda: node._debug.get_subscription_count() > 0, 5.0)
+    processed = lambda: node._diagnostics.window.totals.get('processed', 0)  # noqa: E731
+    for i in range(2):
+        send(node, executor, publisher, image_msg(face_frame(), T0 + i / 30),
+             lambda: processed() > i)
+    second = lambda: [m for m in debug  # noqa: E731 (the face is confirmed there)
+                      if abs(stamp_to_sec(m.header.stamp) - (T0 + 1 / 30)) < 1e-6]
+    assert spin_until(executor, lambda: second(), 5.0)
+    drawn = second()[0]
+    assert (drawn.width, drawn.height, drawn.encoding) == (640, 480, 'bgr8')
+    pixels = np.frombuffer(drawn.data, np.uint8).reshape(480, 640, 3)
+    assert not np.array_equal(pixels, face_frame())  # the box and label are drawn
+
+
+def test_missing_model_refuses_to_start_naming_the_path(tmp_path):
+    from mika_perception.face_node import FaceNode
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    missing = str(tmp_path / 'nowhere.keras')
+    corrupt = tmp_path / 'corrupt.keras'
+    corrupt.write_bytes(b'PK\x03\x04 not really a zip')
+    try:
+        for path in (missing, str(corrupt)):
+            with pytest.raises(RuntimeError) as error:
+                FaceNode(context=context,
+                         parameter_overrides=[Parameter('model_paths', value=[path])])
+            assert path in str(error.value) and 'train' in str(error.value)
+    finally:
+        rclpy.shutdown(context=context)
+
+
+def test_invalid_runtime_parameter_change_is_refused_with_a_reason(graph):
+    node = graph[0]
+    outcome = node.set_parameters([Parameter('tracker_confirm_hits', value=0)])[0]
+    assert not outcome.successful and 'tracker_confirm_hits' in outcome.reason
+    outcome = node.set_parameters([Parameter('detector', value='haar')])[0]
+    assert outcome.successful and node._pipeline.detector.name == 'haar'
+
+
+def test_node_process_exits_non_zero_naming_the_missing_model(tmp_path):
+    import subprocess
+    import sys
+    missing = str(tmp_path / 'absent.keras')
+    done = subprocess.run(
+        [sys.executable, '-m', 'mika_perception.face_node', '--ros-args', '-p',
+         f"model_paths:=['{missing}']"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert '[FATAL]' in done.stderr and missing in done.stderr and 'train' in done.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec('hri_msgs') is None,
+                    reason='hri_msgs (ROS4HRI) is not installed: the node runs without the '
+                    'REP-155 topics')
+def test_rep155_faces_tracked_and_expression(graph):
+    import hri_msgs.msg as hri
+    node, probe, executor, results = graph
+    tracked, expressions = [], []
+    probe.create_subscription(hri.IdsList, '/humans/faces/tracked', tracked.append, 10)
+    probe.create_subscription(hri.Expression, '/humans/faces/face1/expression',
+                              expressions.append, 10)
+    publisher = probe.create_publisher(Image, 'image', sensor_qos())
+    assert spin_until(executor, lambda: publisher.get_subscription_count() > 0, 5.0)
+    processed = lambda: node._diagnostics.window.totals.get('processed', 0)  # noqa: E731
+    for i in range(3):
+        send(node, executor, publisher, image_msg(face_frame(), T0 + i / 30),
+             lambda: processed() > i)
+    assert spin_until(executor, lambda: len(expressions) >= 1 and len(results) >= 2, 5.0)
+    assert [list(m.ids) for m in tracked][-2:] == [['face1'], ['face1']]
+    expression = expressions[-1]
+    result = next(r for r in results if r.header.stamp == expression.header.stamp)
+    assert expression.confidence == pytest.approx(result.confidence)
+    assert expression.expression == {
+        'angry': 'angry', 'disgust': 'disgusted', 'fear': 'scared', 'happy': 'happy',
+        'sad': 'sad', 'surprise': 'surprised', 'neutral': 'neutral'}[result.label]
+    assert -1.0 <= expression.valence <= 1.0 and -1.0 <= expression.arousal <= 1.0
