@@ -1,7 +1,7 @@
 """Demo input made on the spot: real face frames and real speech, none of it from a data set.
 
-The face is NASA's public-domain portrait of astronaut Eileen Collins that scikit-image ships
-(``skimage.data.astronaut``); the speech is spoken by espeak-ng. ROS-free.
+The face is the public-domain portrait of :mod:`mika_perception.sample_frames`; the speech
+is spoken by espeak-ng. ROS-free.
 """
 from __future__ import annotations
 
@@ -19,22 +19,15 @@ SAMPLE_RATE = 16000
 def face_frames(count: int, width: int = 640, height: int = 480,
                 period_frames: int = 60) -> Iterator[np.ndarray]:
     """``count`` BGR frames with one real face drifting slowly, as a hand-held camera sees it."""
-    import cv2
-    from skimage import data
+    from mika_perception.sample_frames import face_frame
 
     face_side = int(min(width, height) * 0.75)
-    portrait = data.astronaut()[20:320, 70:370, ::-1]  # head and shoulders, RGB -> BGR
-    face = cv2.resize(portrait, (face_side, face_side), interpolation=cv2.INTER_AREA)
-    gradient = np.linspace(60, 140, width, dtype=np.uint8)
-    background = np.repeat(np.tile(gradient, (height, 1))[..., None], 3, axis=2)
     margin_x, margin_y = (width - face_side) // 2, (height - face_side) // 2
     for index in range(count):
         phase = 2 * math.pi * index / period_frames
-        x = margin_x + int(round(0.6 * margin_x * math.sin(phase)))
-        y = margin_y + int(round(0.6 * margin_y * math.sin(2 * phase)))
-        frame = background.copy()
-        frame[y:y + face_side, x:x + face_side] = face
-        yield frame
+        yield face_frame(width, height, face_side,
+                         x=margin_x + int(round(0.6 * margin_x * math.sin(phase))),
+                         y=margin_y + int(round(0.6 * margin_y * math.sin(2 * phase))))
 
 
 def speech(text: str, sample_rate: int = SAMPLE_RATE, words_per_minute: int = 150) -> np.ndarray:

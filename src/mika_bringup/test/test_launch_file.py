@@ -1,10 +1,16 @@
 """The real launch file, where launch_ros is installed (a ROS 2 from /opt/ros)."""
 import importlib.util
+import os
 import pathlib
+import re
+import signal
+import sys
 
 import pytest
+import yaml
 
 from mika_bringup.graph import ARGUMENTS
+from mika_common.testing import NodeProcess, spin_until
 
 launch_ros = pytest.importorskip(
     'launch_ros', reason='launch_ros is not installed (ROS 2 from PyPI wheels has no launch; '
@@ -63,3 +69,62 @@ def test_refuses_a_value_outside_the_choices():
 def test_refuses_a_params_file_that_does_not_exist():
     with pytest.raises(RuntimeError, match='does not exist'):
         resolve(params_file=str(PARAMS_FILE.with_name('no_such_file.yaml')))
+
+
+# Runs the launch file as `ros2 launch` does (ros2cli is not needed): argv[1] the file, then
+# name:=value arguments.
+RUN_LAUNCH_FILE = """
+import sys
+import launch
+from launch.launch_description_sources import PythonLaunchDescriptionSource
+service = launch.LaunchService()
+service.include_launch_description(launch.actions.IncludeLaunchDescription(
+    PythonLaunchDescriptionSource(sys.argv[1]),
+    launch_arguments=[tuple(a.split(':=', 1)) for a in sys.argv[2:]]))
+sys.exit(service.run())
+"""
+
+
+def remote_parameter(node, executor, node_name, name):
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.parameter import parameter_value_to_python
+    client = node.create_client(GetParameters, f'{node_name}/get_parameters')
+    try:
+        assert client.wait_for_service(timeout_sec=20.0), f'{node_name} has no parameters'
+        for _ in range(10):  # a request sent before the server matched us is lost: ask again
+            future = client.call_async(GetParameters.Request(names=[name]))
+            if spin_until(executor, future.done, 2.0):
+                return parameter_value_to_python(future.result().values[0])
+        raise AssertionError(f'{node_name} does not answer get_parameters')
+    finally:
+        node.destroy_client(client)
+
+
+def test_runs_in_a_namespace_with_the_yaml_parameters_and_respawns_a_killed_node(
+        ros_node, tmp_path):
+    node, executor = ros_node
+    # the project's YAML with one non-default value, under the YAML's own node key: the key
+    # must match the node in a namespace too (a plain `fusion_node:` key does not)
+    params = yaml.safe_load(PARAMS_FILE.read_text())
+    key = next(k for k in params if k.rsplit('/', 1)[-1] == 'fusion_node')
+    params[key]['ros__parameters']['voice_weight'] = 0.35
+    params_file = tmp_path / 'perception.yaml'
+    params_file.write_text(yaml.safe_dump(params))
+    launched = NodeProcess([
+        sys.executable, '-c', RUN_LAUNCH_FILE, str(LAUNCH_FILE), f'params_file:={params_file}',
+        'namespace:=mika_launch_test', 'enable_face:=false', 'enable_voice:=false'])
+    started = re.compile(r'\[fusion_node-1\]: process started with pid \[(\d+)\]')
+    try:
+        assert spin_until(executor, lambda: node.count_publishers(
+            '/mika_launch_test/emotion/fused') == 1, 30.0), launched.output()
+        assert remote_parameter(
+            node, executor, '/mika_launch_test/fusion_node', 'voice_weight') == 0.35, \
+            f'{PARAMS_FILE} key {key!r} does not reach /mika_launch_test/fusion_node'
+
+        os.kill(int(started.search(launched.output()).group(1)), signal.SIGKILL)
+        assert spin_until(executor, lambda: len(started.findall(launched.output())) == 2,
+                          15.0), launched.output()
+        assert remote_parameter(
+            node, executor, '/mika_launch_test/fusion_node', 'voice_weight') == 0.35
+    finally:
+        assert launched.stop() == 0, launched.output()
