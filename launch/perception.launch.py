@@ -5,21 +5,19 @@
 Every argument is declared with a description (`ros2 launch ... --show-args`). The node
 list comes from mika_bringup.graph, which the process runner used without launch shares.
 """
-import os
-
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-from mika_bringup.graph import ARGUMENTS, is_true, node_specs, validate_arguments
+from mika_bringup.graph import (
+    ARGUMENTS, is_true, node_specs, resolve_params_file, validate_arguments)
 
 
 def _nodes(context):
     arguments = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     validate_arguments(arguments)
-    params_file = arguments['params_file'] or os.path.join(
-        get_package_share_directory('mika_bringup'), 'config', 'perception.yaml')
+    params_file = resolve_params_file(arguments, get_package_share_directory('mika_bringup'))
     return [
         Node(
             package=spec.package,
@@ -30,7 +28,7 @@ def _nodes(context):
             remappings=spec.remappings,
             respawn=is_true(arguments['respawn']),
             respawn_delay=2.0,
-            arguments=['--ros-args', '--log-level', arguments['log_level']],
+            ros_arguments=['--log-level', arguments['log_level']],
             output='screen',
             emulate_tty=True,
         )

@@ -21,6 +21,7 @@ from rclpy.executors import SingleThreadedExecutor
 from mika_bringup.run_graph import GraphProcesses
 from mika_bringup.sample_player import SamplePlayer
 from mika_common.ros_io import latched_qos, results_qos, stamp_to_sec
+from mika_fusion.emotion_logger import describe
 from mika_msgs.msg import EmotionResult, FusedEmotion
 
 WARM_UP_TIMEOUT_S = 120.0
@@ -47,12 +48,9 @@ class Observer:
     def _on_fused(self, msg: FusedEmotion) -> None:
         previous = self.fused[-1].emotion if self.fused else None
         self.fused.append(msg)
-        sources = ', '.join(f'{c.modality} {c.label} {c.weight:.0%} age {c.age:.1f}s'
-                            for c in msg.contributions) or 'no fresh input'
         marker = '*' if msg.emotion != previous else ' '
-        print(f'[{time.monotonic() - self._start:5.1f} s]{marker}fused: {msg.emotion:8s} '
-              f'{msg.confidence:.2f} {msg.attitude:8s} valence {msg.valence:+.2f} '
-              f'arousal {msg.arousal:+.2f} | {sources}', flush=True)
+        print(f'[{time.monotonic() - self._start:5.1f} s]{marker}fused: {describe(msg)}',
+              flush=True)
 
     def summary(self) -> str:
         faces = collections.Counter(m.label for m in self.face)

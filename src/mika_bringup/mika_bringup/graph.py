@@ -7,6 +7,7 @@ arguments, so they cannot drift apart.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
@@ -55,6 +56,19 @@ def node_specs(arguments: Dict[str, str]) -> List[NodeSpec]:
         NodeSpec('mika_fusion', 'fusion_node', 'fusion_node', 'enable_fusion'),
         NodeSpec('mika_fusion', 'emotion_logger', 'emotion_logger', 'enable_logger'),
     ]
+
+
+def resolve_params_file(arguments: Dict[str, str], share_directory: str) -> str:
+    """The params file to use: the argument, or the installed config/perception.yaml.
+
+    A file that does not exist is refused: launch_ros would only warn and start every node
+    on its defaults, so a typo in params_file:= would go unnoticed.
+    """
+    path = arguments['params_file'] or os.path.join(share_directory, 'config', 'perception.yaml')
+    if not os.path.isfile(path):
+        raise ValueError(f'params_file {path} does not exist: pass an existing YAML '
+                         '(params_file:=/path/perception.yaml) or rebuild mika_bringup')
+    return path
 
 
 def default_arguments() -> Dict[str, str]:

@@ -21,7 +21,8 @@ from ament_index_python.packages import (
     PackageNotFoundError, get_package_prefix, get_package_share_directory)
 
 from mika_bringup.graph import (
-    ARGUMENTS, NodeSpec, default_arguments, is_true, node_specs, validate_arguments)
+    ARGUMENTS, NodeSpec, default_arguments, is_true, node_specs, resolve_params_file,
+    validate_arguments)
 
 RESPAWN_DELAY_S = 2.0
 
@@ -37,8 +38,7 @@ def node_command(spec: NodeSpec, arguments: Dict[str, str]) -> List[str]:
     executable = os.path.join(prefix, 'lib', spec.package, spec.executable)
     if not os.access(executable, os.X_OK):
         raise RuntimeError(f'{executable} is missing: rebuild the workspace (scripts/setup.sh)')
-    params_file = arguments['params_file'] or os.path.join(
-        get_package_share_directory('mika_bringup'), 'config', 'perception.yaml')
+    params_file = resolve_params_file(arguments, get_package_share_directory('mika_bringup'))
     command = [executable, '--ros-args', '-r', f'__node:={spec.name}',
                '--params-file', params_file,
                '-p', f'use_sim_time:={arguments["use_sim_time"]}',

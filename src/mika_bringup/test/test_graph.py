@@ -60,7 +60,7 @@ def test_the_params_file_holds_every_declared_parameter_of_every_node_and_nothin
     for spec in node_specs(default_arguments()):
         module = importlib.import_module(f'{spec.package}.{spec.executable}')
         declared = {p.name: p for p in getattr(module, 'PARAMETERS', [])}
-        in_yaml = config[spec.name]['ros__parameters']
+        in_yaml = config[f'/**/{spec.name}']['ros__parameters']
         assert set(in_yaml) == set(declared), spec.name
         for name, value in in_yaml.items():
             assert declared[name].check(declared[name].coerce(value)) is None, (spec.name, name)

@@ -67,7 +67,7 @@ def test_refuses_a_value_outside_the_choices():
 
 
 def test_refuses_a_params_file_that_does_not_exist():
-    with pytest.raises(RuntimeError, match='does not exist'):
+    with pytest.raises(ValueError, match='does not exist'):
         resolve(params_file=str(PARAMS_FILE.with_name('no_such_file.yaml')))
 
 

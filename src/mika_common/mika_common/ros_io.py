@@ -164,9 +164,9 @@ class InputWatchdog:
     def _silence_report(self, name: str) -> str:
         type_name = self._types[name]
         waited = time.monotonic() - self._started
-        same_type = sorted(
+        same_type = sorted(  # only topics someone publishes are candidates for a remap
             topic for topic, types in self._node.get_topic_names_and_types()
-            if type_name in types and topic != name)
+            if type_name in types and topic != name and self._node.count_publishers(topic))
         publishers = self._node.get_publishers_info_by_topic(name)
         text = f'no message on {name} ({type_name}) after {waited:.0f} s. '
         if publishers:
@@ -179,7 +179,7 @@ class InputWatchdog:
         if same_type:
             text += f'Topics of that type: {", ".join(same_type)} (remap one onto {name}).'
         else:
-            text += 'No topic of that type exists yet.'
+            text += 'No other topic of that type is published.'
         return text
 
     def _on_incompatible_qos(self, topic: str, requested: QoSProfile, info) -> None:
