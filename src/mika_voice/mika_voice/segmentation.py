@@ -1,0 +1,319 @@
+"""Utterances out of a continuous microphone stream: ring buffer, VAD, stamps.
+
+ROS-free. The segmenter takes float32 mono samples at one rate, decides per 30 ms frame
+whether someone speaks (webrtcvad, or an adaptive energy threshold where webrtcvad is not
+installed), and returns finished utterances between a minimum and a maximum length. Long
+speech also yields *running* windows (the last few seconds, every hop) so a listener does
+not wait for a sentence to end. Memory is fixed by the ring buffer's capacity: hours of
+silence or a burst of audio far faster than real time cannot grow it.
+
+Time: each chunk may bring the sensor stamp of its first sample (``add_stamp``); an
+utterance's ``start_stamp`` is its first sample's stamp, interpolated from the nearest
+earlier chunk stamp at the nominal sample rate.
+"""
+from __future__ import annotations
+
+import bisect
+import collections
+from dataclasses import dataclass
+from typing import Deque, List, Optional
+
+import numpy as np
+
+VAD_WEBRTC = 'webrtc'
+VAD_ENERGY = 'energy'
+VAD_METHODS = (VAD_WEBRTC, VAD_ENERGY)
+FRAME_MS = 30
+WEBRTC_RATES = (8000, 16000, 32000, 48000)
+
+
+class SampleRingBuffer:
+    """Fixed-capacity float32 buffer addressed by absolute sample index.
+
+    ``append`` never grows memory; the oldest samples are overwritten and counted in
+    ``overwritten``. ``read(start, end)`` returns a copy of samples still held.
+    """
+
+    def __init__(self, capacity: int):
+        if capacity <= 0:
+            raise ValueError('capacity must be positive')
+        self.capacity = int(capacity)
+        self._data = np.zeros(self.capacity, dtype=np.float32)
+        self.end_index = 0          # absolute index one past the newest sample
+        self.overwritten = 0
+
+    @property
+    def start_index(self) -> int:
+        return max(0, self.end_index - self.capacity)
+
+    def append(self, samples: np.ndarray) -> None:
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        old_start = self.start_index
+        if samples.size > self.capacity:
+            self.end_index += samples.size - self.capacity
+            samples = samples[-self.capacity:]
+        position = self.end_index % self.capacity
+        first = min(samples.size, self.capacity - position)
+        self._data[position:position + first] = samples[:first]
+        self._data[:samples.size - first] = samples[first:]
+        self.end_index += samples.size
+        self.overwritten += self.start_index - old_start
+
+    def read(self, start: int, end: int) -> np.ndarray:
+        if start < self.start_index or end > self.end_index or start > end:
+            raise IndexError(f'samples {start}..{end} not held (buffer holds '
+                             f'{self.start_index}..{self.end_index})')
+        positions = np.arange(start, end) % self.capacity
+        return self._data[positions].copy()
+
+
+class StampClock:
+    """Maps absolute sample indices to sensor time from per-chunk stamps.
+
+    Keeps at most ``max_anchors`` (index, stamp) pairs; a stamp that disagrees with the
+    previous anchor's extrapolation is simply a new anchor (a gap or a late chunk).
+    """
+
+    def __init__(self, sample_rate: int, max_anchors: int = 4096):
+        self.sample_rate = sample_rate
+        self._indices: Deque[int] = collections.deque(maxlen=max_anchors)
+        self._stamps: Deque[float] = collections.deque(maxlen=max_anchors)
+
+    def add(self, index: int, stamp: float) -> None:
+        if self._indices and index <= self._indices[-1]:
+            # the same index again (an empty chunk) or older: replace the newest anchor
+            while self._indices and index <= self._indices[-1]:
+                self._indices.pop()
+                self._stamps.pop()
+        self._indices.append(int(index))
+        self._stamps.append(float(stamp))
+
+    def stamp_of(self, index: int) -> Optional[float]:
+        if not self._indices:
+            return None
+        position = bisect.bisect_right(self._indices, index) - 1
+        position = max(position, 0)
+        return self._stamps[position] + (index - self._indices[position]) / self.sample_rate
+
+    def expected_stamp(self, index: int) -> Optional[float]:
+        """What the newest anchor predicts for ``index`` (None before the first anchor)."""
+        if not self._indices:
+            return None
+        return self._stamps[-1] + (index - self._indices[-1]) / self.sample_rate
+
+    def clear(self) -> None:
+        self._indices.clear()
+        self._stamps.clear()
+
+
+@dataclass
+class Utterance:
+    """A stretch of speech to classify; indices are absolute sample indices."""
+
+    samples: np.ndarray
+    sample_rate: int
+    start_index: int
+    end_index: int
+    start_stamp: float      # sensor time of the first sample
+    end_stamp: float        # sensor time just after the last sample
+    running: bool = False   # a sliding window over speech that has not ended yet
+
+    @property
+    def duration_s(self) -> float:
+        return (self.end_index - self.start_index) / self.sample_rate
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    sample_rate: int = 16000
+    vad: str = VAD_WEBRTC
+    aggressiveness: int = 2            # webrtcvad mode 0 (lenient) .. 3 (strict)
+    energy_margin_db: float = 12.0     # energy VAD: speech is this far above the noise floor
+    energy_floor_dbfs: float = -55.0   # energy VAD: never call quieter frames speech
+    onset_ms: int = 90                 # voiced time within the onset window that starts speech
+    onset_window_ms: int = 150
+    hangover_ms: int = 400             # silence that ends an utterance
+    padding_ms: int = 150              # kept before the onset and after the last voiced frame
+    min_utterance_s: float = 0.5
+    max_utterance_s: float = 8.0
+    running_window_s: float = 3.0      # sliding window for long speech
+    running_hop_s: float = 1.0         # 0 disables running estimates
+
+    def check(self) -> None:
+        if self.vad not in VAD_METHODS:
+            raise ValueError(f'vad must be one of {VAD_METHODS}, got {self.vad!r}')
+        if self.vad == VAD_WEBRTC and self.sample_rate not in WEBRTC_RATES:
+            raise ValueError(f'webrtcvad needs a sample rate in {WEBRTC_RATES}')
+        if not 0 <= self.aggressiveness <= 3:
+            raise ValueError('aggressiveness must be 0..3')
+        if not 0 < self.min_utterance_s < self.max_utterance_s:
+            raise ValueError('need 0 < min_utterance_s < max_utterance_s')
+        if self.running_hop_s < 0 or self.running_window_s > self.max_utterance_s:
+            raise ValueError('need running_hop_s >= 0 and running_window_s <= max_utterance_s')
+        if self.onset_ms > self.onset_window_ms:
+            raise ValueError('onset_ms must not exceed onset_window_ms')
+
+
+class _EnergyVad:
+    """Frame RMS against a slowly adapting noise floor (a fallback to webrtcvad)."""
+
+    def __init__(self, margin_db: float, floor_dbfs: float):
+        self.margin_db = margin_db
+        self.floor_dbfs = floor_dbfs
+        self.noise_dbfs: Optional[float] = None
+
+    def is_speech(self, frame: np.ndarray) -> bool:
+        level = 10.0 * np.log10(float(np.mean(np.square(frame, dtype=np.float64))) + 1e-12)
+        if self.noise_dbfs is None:
+            self.noise_dbfs = level
+        speech = level > max(self.noise_dbfs + self.margin_db, self.floor_dbfs)
+        # the floor follows quiet frames quickly and loud ones very slowly
+        rate = 0.05 if level < self.noise_dbfs else (0.002 if speech else 0.01)
+        self.noise_dbfs += rate * (level - self.noise_dbfs)
+        return speech
+
+
+def make_vad(config: SegmenterConfig):
+    """A callable frame -> bool; raises ImportError if webrtcvad is asked for but missing."""
+    if config.vad == VAD_WEBRTC:
+        import webrtcvad
+        vad = webrtcvad.Vad(config.aggressiveness)
+        rate = config.sample_rate
+
+        def webrtc(frame: np.ndarray) -> bool:
+            pcm = (np.clip(frame, -1.0, 1.0) * 32767.0).astype('<i2').tobytes()
+            return vad.is_speech(pcm, rate)
+        return webrtc
+    return _EnergyVad(config.energy_margin_db, config.energy_floor_dbfs).is_speech
+
+
+class UtteranceSegmenter:
+    """Feeds on samples, returns finished utterances and running windows.
+
+    ``push(samples)`` is the only entry; it returns a (possibly empty) list. Silence
+    returns nothing. Counters: ``too_short`` (speech shorter than the minimum),
+    ``forced_cuts`` (speech longer than the maximum, cut and continued).
+    """
+
+    def __init__(self, config: SegmenterConfig = SegmenterConfig()):
+        config.check()
+        self.config = config
+        rate = config.sample_rate
+        self.frame = rate * FRAME_MS // 1000
+        self._vad = make_vad(config)
+        self._onset_frames = max(1, config.onset_ms // FRAME_MS)
+        self._window_frames = max(1, config.onset_window_ms // FRAME_MS)
+        self._hangover_frames = max(1, config.hangover_ms // FRAME_MS)
+        self._padding = rate * config.padding_ms // 1000
+        self._min = int(config.min_utterance_s * rate)
+        self._max = int(config.max_utterance_s * rate)
+        self._running_window = int(config.running_window_s * rate)
+        self._running_hop = int(config.running_hop_s * rate)
+        capacity = self._max + 2 * self._padding + self.frame * (self._window_frames + 2)
+        self.buffer = SampleRingBuffer(capacity)
+        self.clock = StampClock(rate)
+        self.too_short = 0
+        self.forced_cuts = 0
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._recent: Deque[bool] = collections.deque(maxlen=self._window_frames)
+        self._reset_speech()
+
+    def _reset_speech(self) -> None:
+        self._in_speech = False
+        self._start = 0
+        self._last_voiced_end = 0
+        self._silent_frames = 0
+        self._voiced_frames = 0
+        self._next_running = 0
+
+    @property
+    def in_speech(self) -> bool:
+        return self._in_speech
+
+    def reset(self) -> None:
+        """Forget the audio held (a format change or a jump back in time); sample indices
+        go on from where they were."""
+        position = self.buffer.end_index
+        self.buffer = SampleRingBuffer(self.buffer.capacity)
+        self.buffer.end_index = position
+        self.clock.clear()
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._recent.clear()
+        self._reset_speech()
+
+    def add_stamp(self, index: int, stamp: float) -> None:
+        """The sensor time of sample ``index`` (a chunk's first sample)."""
+        self.clock.add(index, stamp)
+
+    def push(self, samples: np.ndarray) -> List[Utterance]:
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        self.buffer.append(samples)
+        if self._pending.size:
+            samples = np.concatenate([self._pending, samples])
+        frame_end = self.buffer.end_index - samples.size
+        results: List[Utterance] = []
+        whole = samples.size - samples.size % self.frame
+        for offset in range(0, whole, self.frame):
+            frame_end += self.frame
+            results += self._on_frame(samples[offset:offset + self.frame], frame_end)
+        self._pending = samples[whole:].copy()
+        return results
+
+    def _on_frame(self, frame: np.ndarray, frame_end: int) -> List[Utterance]:
+        speech = bool(self._vad(frame))
+        self._recent.append(speech)
+        if not self._in_speech:
+            if sum(self._recent) >= self._onset_frames:
+                onset_frames = len(self._recent)
+                self._in_speech = True
+                self._start = max(frame_end - onset_frames * self.frame - self._padding,
+                                  self.buffer.start_index)
+                self._last_voiced_end = frame_end
+                self._voiced_frames = sum(self._recent)
+                self._silent_frames = 0
+                self._next_running = self._start + self._running_window
+            return []
+        results: List[Utterance] = []
+        if speech:
+            self._last_voiced_end = frame_end
+            self._silent_frames = 0
+            self._voiced_frames += 1
+        else:
+            self._silent_frames += 1
+            if self._silent_frames >= self._hangover_frames:
+                return self._finish(self._last_voiced_end)
+        if frame_end - self._start >= self._max:
+            self.forced_cuts += 1
+            cut = self._start + self._max
+            results += self._finish(cut, forced=True)
+            # speech goes on: the next utterance starts right at the cut, without padding
+            self._in_speech = True
+            self._start = cut
+            self._last_voiced_end = frame_end
+            self._voiced_frames = 0
+            self._next_running = self._start + self._running_window
+        elif self._running_hop and frame_end >= self._next_running:
+            self._next_running = frame_end + self._running_hop
+            results.append(self._make(frame_end - self._running_window, frame_end, running=True))
+        return results
+
+    def _finish(self, last_voiced_end: int, forced: bool = False) -> List[Utterance]:
+        end = last_voiced_end if forced else min(last_voiced_end + self._padding,
+                                                 self.buffer.end_index)
+        start = max(self._start, self.buffer.start_index)
+        voiced = self._voiced_frames
+        self._reset_speech()
+        self._recent.clear()
+        if voiced * self.frame < self._min:
+            self.too_short += 1
+            return []
+        return [self._make(start, end, running=False)]
+
+    def _make(self, start: int, end: int, running: bool) -> Utterance:
+        start = max(start, self.buffer.start_index)
+        rate = self.config.sample_rate
+        start_stamp = self.clock.stamp_of(start)
+        if start_stamp is None:  # no stamp ever given: time since the stream began
+            start_stamp = start / rate
+        return Utterance(self.buffer.read(start, end), rate, start, end, start_stamp,
+                         start_stamp + (end - start) / rate, running=running)

@@ -1,0 +1,186 @@
+"""Labelled corpora (a folder with ``labels.csv``), audio augmentation and a feature cache.
+
+ROS-free. A corpus folder holds ``labels.csv`` with at least ``path,label,speaker_or_subject``;
+rows whose label is empty or outside the seven (RAVDESS calm, EmoDB boredom) are skipped.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+from mika_common.emotions import EMOTION_LABELS
+from mika_voice import features
+
+#: Augmented copies of every training clip kept in the cache (each a random mix of effects).
+DEFAULT_AUGMENT_ROUNDS = 3
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    label: str
+    speaker: str
+
+
+@dataclass
+class CorpusFeatures:
+    """Features of every labelled clip of one corpus, plus augmented copies.
+
+    ``augmented[r, i]`` is round ``r`` of clip ``i``; use them for training rows only.
+    """
+    name: str
+    features: np.ndarray          # (clips, dims) float32
+    augmented: np.ndarray         # (rounds, clips, dims) float32
+    labels: np.ndarray            # (clips,) str
+    speakers: np.ndarray          # (clips,) str
+    paths: np.ndarray             # (clips,) str, relative to the corpus folder
+    feature_names: List[str]
+    feature_version: str
+
+
+def read_corpus(folder: Path) -> List[Clip]:
+    """The labelled clips of ``folder/labels.csv`` (unlabelled rows skipped)."""
+    folder = Path(folder)
+    table = folder / 'labels.csv'
+    if not table.is_file():
+        raise FileNotFoundError(f'{table} not found: a corpus folder needs a labels.csv '
+                                'with columns path,label,speaker_or_subject')
+    clips = []
+    with table.open(newline='') as handle:
+        reader = csv.DictReader(handle)
+        missing = {'path', 'label', 'speaker_or_subject'} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f'{table} lacks columns {sorted(missing)}')
+        for row in reader:
+            label = row['label'].strip()
+            if label not in EMOTION_LABELS:  # empty, calm, boredom: outside the seven
+                continue
+            clips.append(Clip(folder / row['path'], label, row['speaker_or_subject'].strip()))
+    if not clips:
+        raise ValueError(f'{table} has no labelled clips')
+    return clips
+
+
+def load_audio(path: Path) -> np.ndarray:
+    """Mono float32 audio at the feature sample rate."""
+    import soundfile
+    audio, rate = soundfile.read(str(path), dtype='float32', always_2d=True)
+    mono = audio.mean(axis=1)
+    if rate != features.SAMPLE_RATE:
+        import librosa
+        mono = librosa.resample(mono, orig_sr=rate, target_sr=features.SAMPLE_RATE)
+    return mono.astype(np.float32)
+
+
+def augment(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One random mix of speed, pitch, time shift and noise (at least one of them).
+
+    Simulates other voices and microphones; used on training clips only.
+    """
+    import librosa
+    sr = features.SAMPLE_RATE
+    effects = rng.random(4) < 0.5
+    if not effects.any():
+        effects[rng.integers(4)] = True
+    speed, pitch, shift, noise = effects
+    y = audio
+    if speed:  # resampling changes tempo and pitch together (Kaldi-style speed perturbation)
+        factor = rng.uniform(0.9, 1.1)
+        y = librosa.resample(y, orig_sr=sr, target_sr=int(round(sr / factor)),
+                             res_type='soxr_mq')
+    if pitch:
+        y = librosa.effects.pitch_shift(y, sr=sr, n_steps=rng.uniform(-2.0, 2.0),
+                                        n_fft=512, hop_length=128)
+    if shift:  # move the utterance within its window; the cut end is lost
+        offset = int(rng.uniform(-0.3, 0.3) * sr)
+        y = np.roll(y, offset)
+        if offset > 0:
+            y[:offset] = 0.0
+        elif offset < 0:
+            y[offset:] = 0.0
+    if noise:
+        snr_db = rng.uniform(15.0, 35.0)
+        sounding = y[np.abs(y) > 1e-4]
+        signal_power = np.mean(np.square(sounding)) if sounding.size else 1e-6
+        noise_power = signal_power / (10.0 ** (snr_db / 10.0))
+        # Brown noise with its slow drift removed (a low rumble), plus white hiss.
+        coloured = np.cumsum(rng.standard_normal(y.size)) * 0.02
+        coloured -= np.convolve(coloured, np.ones(400) / 400, mode='same')
+        white = rng.standard_normal(y.size)
+        mix = white + coloured
+        y = y + mix / (np.std(mix) + 1e-9) * np.sqrt(noise_power)
+    return np.clip(y, -1.0, 1.0).astype(np.float32)
+
+
+def repository_root() -> Path:
+    """``$MIKA_ROOT`` (set by scripts/env.sh), else the source tree holding this file."""
+    if os.environ.get('MIKA_ROOT'):
+        return Path(os.environ['MIKA_ROOT'])
+    return Path(__file__).resolve().parents[4]
+
+
+def default_cache_dir() -> Path:
+    """``$MIKA_CACHE`` or ``<repo>/.cache/mika_voice`` (git-ignored)."""
+    if os.environ.get('MIKA_CACHE'):
+        return Path(os.environ['MIKA_CACHE'])
+    return repository_root() / '.cache' / 'mika_voice'
+
+
+def corpus_features(folder: Path, cache_dir: Optional[Path] = None,
+                    augment_rounds: int = DEFAULT_AUGMENT_ROUNDS,
+                    feature_set: str = features.FEATURE_SET_LIBROSA,
+                    seed: int = 0, log=print) -> CorpusFeatures:
+    """Features of every labelled clip (and augmented copies), cached as a .npz.
+
+    The cache key covers the feature version, feature set, labels.csv content, rounds and
+    seed, so a stale cache is never reused.
+    """
+    folder = Path(folder).resolve()
+    clips = read_corpus(folder)
+    version = features.feature_version(feature_set)
+    key = hashlib.sha1('|'.join([
+        version, feature_set, str(augment_rounds), str(seed),
+        (folder / 'labels.csv').read_text()]).encode()).hexdigest()[:12]
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    cache = cache_dir / f'{folder.name}-{key}.npz'
+    names = features.feature_names(feature_set)
+    if cache.is_file():
+        data = np.load(cache, allow_pickle=False)
+        return CorpusFeatures(folder.name, data['features'], data['augmented'],
+                              data['labels'], data['speakers'], data['paths'],
+                              names, version)
+    features.warm_up()
+    rng = np.random.default_rng(seed)
+    start = time.perf_counter()
+    rows, augmented = [], [[] for _ in range(augment_rounds)]
+    for index, clip in enumerate(clips):
+        audio = load_audio(clip.path)
+        rows.append(features.extract_features(audio, features.SAMPLE_RATE, feature_set))
+        for round_index in range(augment_rounds):
+            rows_aug = augmented[round_index]
+            rows_aug.append(features.extract_features(
+                augment(audio, rng), features.SAMPLE_RATE, feature_set))
+        if (index + 1) % 100 == 0:
+            log(f'{folder.name}: {index + 1}/{len(clips)} clips, '
+                f'{time.perf_counter() - start:.0f} s')
+    result = CorpusFeatures(
+        folder.name, np.stack(rows),
+        np.stack([np.stack(r) for r in augmented]) if augment_rounds else
+        np.zeros((0, len(clips), len(names)), np.float32),
+        np.array([c.label for c in clips]), np.array([c.speaker for c in clips]),
+        np.array([str(c.path.relative_to(folder)) for c in clips]), names, version)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix('.tmp.npz')
+    np.savez_compressed(tmp, features=result.features, augmented=result.augmented,
+                        labels=result.labels, speakers=result.speakers, paths=result.paths)
+    tmp.replace(cache)
+    log(f'{folder.name}: cached {len(clips)} clips x {1 + augment_rounds} in '
+        f'{time.perf_counter() - start:.0f} s -> {cache}')
+    return result

@@ -1,0 +1,520 @@
+"""ROS 2 node: microphone audio (audio_common_msgs) in, ``emotion/voice`` results out.
+
+Thin on purpose: it converts messages, holds parameters and counts what goes wrong; the
+work is :class:`mika_voice.pipeline.VoicePipeline`. Audio callbacks only decode and run
+the VAD (well under a millisecond per 100 ms chunk) so stamps stay exact; features and
+inference run on a worker thread behind a bounded queue whose drops are counted.
+
+Two packages are called ``audio_common_msgs``: ros-drivers/audio_common (``AudioData``
+bytes, ``AudioDataStamped``, ``AudioInfo`` with a GStreamer sample format; the
+``audio_capture`` driver) and mgonzs13/audio_common (``AudioStamped`` with typed sample
+arrays and an integer PortAudio format in every message). The node uses whichever is
+installed.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from mika_common.diagnostics import NodeDiagnostics
+from mika_common.node_params import ParameterSet, ParamSpec
+from mika_common.ros_io import (
+    InputWatchdog, results_qos, run_node, sec_to_stamp, stamp_to_sec)
+from mika_msgs.msg import EmotionResult
+from mika_voice import features
+from mika_voice.audio_decoding import (
+    PORTAUDIO_FORMATS, AudioFormatError, StreamFormat, typed_to_float)
+from mika_voice.pipeline import (
+    ArrivalStamper, BoundedWorker, ChunkOutcome, RealTimeMonitor, UtteranceRejected,
+    VoicePipeline)
+from mika_voice.segmentation import SegmenterConfig, UtteranceSegmenter, VAD_METHODS
+
+try:
+    import audio_common_msgs.msg as audio_msgs
+except ImportError:  # reported when the node starts, with how to get it
+    audio_msgs = None
+
+FLAVOUR_ROS_DRIVERS = 'ros-drivers'
+FLAVOUR_MGONZS13 = 'mgonzs13'
+MODEL_FILE = 'voice_emotion.keras'
+INPUT_CHOICES = ('auto', 'stamped', 'plain')
+STAMPED_GRACE_S = 2.0
+RELIABILITY_CHOICES = ('auto', 'reliable', 'best_effort')
+#: Parameters that shape segmentation: a change rebuilds the segmenter.
+SEGMENTER_PARAMETERS = ('vad', 'vad_aggressiveness', 'min_utterance_s', 'max_utterance_s',
+                        'hangover_s', 'padding_s', 'running_window_s', 'running_hop_s')
+
+
+def audio_flavour() -> Optional[str]:
+    """Which ``audio_common_msgs`` is installed (None: neither)."""
+    if audio_msgs is None:
+        return None
+    if hasattr(audio_msgs, 'AudioDataStamped') and hasattr(audio_msgs, 'AudioInfo'):
+        return FLAVOUR_ROS_DRIVERS
+    if hasattr(audio_msgs, 'AudioStamped'):
+        return FLAVOUR_MGONZS13
+    return None
+
+
+def default_model_path() -> str:
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        return str(Path(get_package_share_directory('mika_voice')) / 'models' / MODEL_FILE)
+    except (ImportError, LookupError, ValueError):
+        return str(Path(__file__).resolve().parents[1] / 'models' / MODEL_FILE)
+
+
+PARAMETERS = [
+    ParamSpec('model_path', '', 'Voice emotion model (.keras with mika.json); empty: the '
+              'model installed with mika_voice (share/mika_voice/models/voice_emotion.keras).',
+              read_only=True),
+    ParamSpec('input', 'auto', 'Which audio topic to use with ros-drivers audio_common_msgs: '
+              "'stamped' (audio_stamped, sensor stamps), 'plain' (audio, stamped on arrival), "
+              "'auto' (audio_stamped while it has a publisher, else audio).",
+              choices=INPUT_CHOICES, read_only=True),
+    ParamSpec('reliability', 'auto', "Audio subscription reliability; 'auto': reliable for "
+              'audio_capture (it publishes reliable; no chunk lost unnoticed), best_effort for '
+              "mgonzs13's SensorDataQoS publisher.", choices=RELIABILITY_CHOICES,
+              read_only=True),
+    ParamSpec('queue_depth', 50, 'Audio subscription depth in messages (50 = 5 s of '
+              '100 ms chunks).', min_value=1, max_value=1000, read_only=True),
+    ParamSpec('sample_rate', 16000, 'Stream sample rate in Hz, used until an AudioInfo '
+              'arrives (audio_capture default 16000).', min_value=4000, max_value=384000),
+    ParamSpec('channels', 1, 'Interleaved channels, used until an AudioInfo arrives.',
+              min_value=1, max_value=64),
+    ParamSpec('sample_format', 'S16LE', 'Sample format, used until an AudioInfo arrives.',
+              choices=('U8', 'S8', 'S16LE', 'S16BE', 'S24LE', 'S32LE', 'S32BE', 'F32LE',
+                       'F32BE', 'F64LE')),
+    ParamSpec('coding_format', 'wave', "Coding, used until an AudioInfo arrives: only raw "
+              "PCM ('wave') can be analysed.", choices=('wave', 'raw', 'pcm', 'mp3')),
+    ParamSpec('frame_id', 'microphone', 'frame_id of results for plain AudioData (stamped '
+              'input keeps the header frame_id).'),
+    ParamSpec('vad', 'webrtc', 'Voice activity detector: webrtc, or energy (adaptive '
+              'threshold; used automatically if webrtcvad is missing).', choices=VAD_METHODS),
+    ParamSpec('vad_aggressiveness', 2, 'webrtcvad mode: 0 lenient .. 3 strict.',
+              min_value=0, max_value=3),
+    ParamSpec('min_utterance_s', 0.5, 'Speech shorter than this is ignored (s).',
+              min_value=0.25, max_value=5.0),
+    ParamSpec('max_utterance_s', 8.0, 'Longer speech is cut into pieces of this length (s).',
+              min_value=1.0, max_value=30.0),
+    ParamSpec('hangover_s', 0.4, 'Silence that ends an utterance (s); also the delay '
+              'before a result.', min_value=0.09, max_value=3.0),
+    ParamSpec('padding_s', 0.15, 'Audio kept before the speech onset and after its end (s).',
+              min_value=0.0, max_value=1.0),
+    ParamSpec('running_window_s', 3.0, 'Long speech: window of the running estimates (s).',
+              min_value=1.0, max_value=30.0),
+    ParamSpec('running_hop_s', 1.0, 'Long speech: a running estimate every this many '
+              'seconds; 0 disables them.', min_value=0.0, max_value=30.0),
+    ParamSpec('max_clipped_fraction', 0.01, 'Utterances with more samples at digital full '
+              'scale than this fraction are not classified (gain too high).',
+              min_value=0.0, max_value=1.0),
+    ParamSpec('max_pending_utterances', 4, 'Utterances waiting for the classifier; beyond '
+              'it the oldest (running windows first) is dropped and counted.',
+              min_value=1, max_value=100, read_only=True),
+    ParamSpec('burst_factor', 3.0, 'Warn when audio arrives faster than this multiple of '
+              'real time (a replay burst or a wrong sample_rate).', min_value=1.1,
+              max_value=1000.0),
+    ParamSpec('normaliser_prior_weight', 8.0, 'Per-stream feature normalisation: weight of '
+              "the training population's statistics, in utterances.", min_value=0.1,
+              max_value=10000.0, read_only=True),
+    ParamSpec('normaliser_half_life', 100.0, 'Per-stream feature normalisation: half-life '
+              'in utterances (a new voice takes over).', min_value=1.0, max_value=100000.0,
+              read_only=True),
+]
+
+
+class VoiceNode(Node):
+    """Subscribes the microphone, publishes one EmotionResult per utterance."""
+
+    def __init__(self, **kwargs):
+        super().__init__('voice_node', **kwargs)
+        self.flavour = audio_flavour()
+        if self.flavour is None:
+            raise RuntimeError(
+                'audio_common_msgs is not installed: `sudo apt install '
+                'ros-$ROS_DISTRO-audio-common-msgs`, or run scripts/setup.sh, which builds '
+                'the copy in compat/audio_common_msgs')
+        self.params = ParameterSet(self, PARAMETERS, on_change=self._on_parameters)
+        self.diagnostics = NodeDiagnostics(self, 'voice emotion', latency_warn_s=0.2)
+        self.classifier = self._load_model()
+        self.model_id = self.classifier.metadata.model_id or Path(
+            self.classifier.path).name
+        self._warm_up()
+
+        self._lock = threading.Lock()  # pipeline state: audio callbacks vs parameter changes
+        self.pipeline = VoicePipeline(
+            None, self._make_segmenter(), features.extract_features, self.classifier,
+            max_clipped_fraction=self.params['max_clipped_fraction'])
+        self.pipeline.normaliser = self.classifier.new_stream_normaliser(
+            self.params['normaliser_prior_weight'], self.params['normaliser_half_life'])
+        self._info_format: Optional[StreamFormat] = None
+        self._refused_format: Optional[str] = None
+        self._frame_id = self.params['frame_id']
+        self._source: Optional[str] = None
+        self._last_stamped_arrival = -1e9
+        self._first_plain_arrival: Optional[float] = None
+        self._stamper = ArrivalStamper()
+        self._realtime = RealTimeMonitor()
+        self._last_forced_cuts = 0
+        self._last_too_short = 0
+        self._apply_parameter_format()
+
+        self._publisher = self.create_publisher(EmotionResult, 'emotion/voice', results_qos())
+        self._worker = BoundedWorker(
+            self._classify_and_publish, self._on_worker_error,
+            max_pending=self.params['max_pending_utterances'],
+            is_expendable=lambda item: item[0].running)
+        self._subscribe()
+        self.diagnostics.set_state('ok', f'waiting for audio ({self.flavour} audio_common_msgs)')
+
+    # ----------------------------------------------------------------- start-up
+    def _load_model(self):
+        from mika_voice.voice_model import VoiceModelError, load_voice_model
+        path = self.params['model_path'] or default_model_path()
+        try:
+            classifier = load_voice_model(path)
+        except VoiceModelError as error:
+            super().destroy_node()  # nothing of a node that refuses to start stays behind
+            raise RuntimeError(f'voice_node cannot start: {error}') from None
+        self.get_logger().info(f'voice model {path} ({classifier.metadata.model_id})')
+        return classifier
+
+    def _warm_up(self) -> None:
+        """Pay librosa's numba compilation and the first Keras call now, not on the first
+        utterance (about 2 s)."""
+        seconds = features.warm_up()
+        started = time.perf_counter()
+        self.classifier.predict_proba(np.zeros((1, self.classifier.feature_dims), np.float32))
+        self.get_logger().info(f'warmed up: features {seconds:.2f} s, classifier '
+                               f'{time.perf_counter() - started:.2f} s')
+
+    def _make_segmenter(self) -> UtteranceSegmenter:
+        p = self.params
+        vad = p['vad']
+        if vad == 'webrtc' and importlib.util.find_spec('webrtcvad') is None:
+            self.get_logger().warning('webrtcvad is not installed: using the energy VAD '
+                                      '(pip install webrtcvad-wheels)')
+            vad = 'energy'
+        config = SegmenterConfig(
+            sample_rate=self.classifier.metadata.sample_rate, vad=vad,
+            aggressiveness=p['vad_aggressiveness'], min_utterance_s=p['min_utterance_s'],
+            max_utterance_s=p['max_utterance_s'], hangover_ms=int(p['hangover_s'] * 1000),
+            padding_ms=int(p['padding_s'] * 1000), running_window_s=p['running_window_s'],
+            running_hop_s=p['running_hop_s'])
+        return UtteranceSegmenter(config)
+
+    def _subscribe(self) -> None:
+        group = MutuallyExclusiveCallbackGroup()  # audio state is single-threaded
+        watchdog = InputWatchdog(self, qos_parameter='reliability')
+        reliability = self.params['reliability']
+        if reliability == 'auto':
+            reliability = 'best_effort' if self.flavour == FLAVOUR_MGONZS13 else 'reliable'
+        audio_qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=self.params['queue_depth'],
+            reliability=(ReliabilityPolicy.RELIABLE if reliability == 'reliable'
+                         else ReliabilityPolicy.BEST_EFFORT),
+            durability=DurabilityPolicy.VOLATILE)
+        if self.flavour == FLAVOUR_MGONZS13:
+            watchdog.subscribe(audio_msgs.AudioStamped, 'audio', self._on_audio_stamped_typed,
+                               audio_qos, callback_group=group)
+            self.get_logger().info('mgonzs13 audio_common_msgs: subscribing AudioStamped on '
+                                   'audio (format from each message)')
+            return
+        mode = self.params['input']
+        if mode in ('auto', 'stamped'):
+            # 'auto': no silence warnings for a stamped topic that may not exist, but
+            # rclpy's own warning if its publisher's QoS does not match
+            subscribe = watchdog.subscribe if mode == 'stamped' else self.create_subscription
+            self._stamped_sub = subscribe(audio_msgs.AudioDataStamped, 'audio_stamped',
+                                          self._on_audio_stamped, audio_qos,
+                                          callback_group=group)
+        if mode in ('auto', 'plain'):
+            watchdog.subscribe(audio_msgs.AudioData, 'audio', self._on_audio_plain, audio_qos,
+                               callback_group=group)
+        # AudioInfo: audio_capture publishes it volatile every 5 s; other publishers latch
+        # it (transient-local). One subscription of each kind hears both.
+        latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                             reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        volatile = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                              reliability=ReliabilityPolicy.RELIABLE,
+                              durability=DurabilityPolicy.VOLATILE)
+        for qos in (latched, volatile):
+            self._plain_subscribe(audio_msgs.AudioInfo, 'audio_info', self._on_info, qos,
+                                  callback_group=group)
+
+    def _plain_subscribe(self, msg_type, topic, callback, qos, callback_group=None):
+        """A subscription that stays quiet about publishers of the other durability (of
+        the AudioInfo pair, one always mismatches)."""
+        try:
+            from rclpy.event_handler import SubscriptionEventCallbacks
+        except ImportError:  # Humble
+            from rclpy.qos_event import SubscriptionEventCallbacks
+        return self.create_subscription(
+            msg_type, topic, callback, qos, callback_group=callback_group,
+            event_callbacks=SubscriptionEventCallbacks(incompatible_qos=lambda info: None))
+
+    # --------------------------------------------------------------- parameters
+    def _on_parameters(self, changed: Dict) -> None:
+        if any(name in changed for name in SEGMENTER_PARAMETERS):
+            segmenter = self._make_segmenter()  # raises ValueError: the change is refused
+            with self._lock:
+                position = self.pipeline.segmenter.buffer.end_index
+                segmenter.buffer.end_index = position
+                self.pipeline.segmenter = segmenter
+        if 'max_clipped_fraction' in changed:
+            self.pipeline.max_clipped_fraction = changed['max_clipped_fraction']
+        if {'sample_rate', 'channels', 'sample_format', 'coding_format'} & set(changed):
+            if self._info_format is not None:
+                self.get_logger().warning('format parameters changed, but the stream\'s '
+                                          'AudioInfo decides while it is published')
+            else:
+                self._check_parameter_format()
+                with self._lock:
+                    self._apply_parameter_format()
+
+    def _check_parameter_format(self) -> None:
+        p = self.params
+        try:
+            StreamFormat.from_fields(p['sample_rate'], p['channels'], p['sample_format'],
+                                     p['coding_format'])
+        except AudioFormatError as error:
+            raise ValueError(str(error)) from None
+
+    def _apply_parameter_format(self) -> None:
+        p = self.params
+        self._use_format(p['sample_rate'], p['channels'], p['sample_format'],
+                         p['coding_format'], 'parameters')
+
+    def _use_format(self, sample_rate, channels, sample_format, coding_format,
+                    origin: str) -> bool:
+        """Switch the decoder to this format; False (and counted) when it is unusable."""
+        try:
+            fmt = StreamFormat.from_fields(sample_rate, channels, sample_format,
+                                           coding_format)
+        except AudioFormatError as error:
+            key = f'{origin}:{error}'
+            if key != self._refused_format:
+                self._refused_format = key
+                self.get_logger().error(f'stream format from {origin} refused: {error}')
+            self.diagnostics.reject(error.reason)
+            self.diagnostics.set_state('error', f'audio format refused: {error}')
+            self.pipeline.decoder = None
+            return False
+        self._refused_format = None
+        change = self.pipeline.set_format(fmt)
+        if change is not None:
+            self.diagnostics.count('format_changes')
+            self.get_logger().warning(f'stream format changed mid-stream ({origin}): {change}; '
+                                      'the utterance in progress is discarded',
+                                      throttle_duration_sec=5.0)
+        return True
+
+    # ------------------------------------------------------------------- input
+    def _on_info(self, msg) -> None:
+        fields = (int(msg.sample_rate), int(msg.channels), msg.sample_format,
+                  msg.coding_format)
+        if self._info_format == fields and self.pipeline.decoder is not None:
+            return
+        if self._info_format is None:
+            self.get_logger().info(
+                f'AudioInfo: {msg.sample_format} {msg.channels} ch {msg.sample_rate} Hz '
+                f'{msg.coding_format}')
+        self._info_format = fields
+        with self._lock:
+            self._use_format(*fields, origin='AudioInfo')
+
+    def _prefer_stamped(self) -> bool:
+        """'auto': skip plain AudioData while AudioDataStamped flows, and for up to
+        STAMPED_GRACE_S while a stamped publisher exists but nothing came from it yet
+        (then its QoS does not match, which rclpy reports, and plain audio is used)."""
+        now = time.monotonic()
+        if now - self._last_stamped_arrival < STAMPED_GRACE_S:
+            return True
+        if self.count_publishers(self._stamped_sub.topic_name) == 0:
+            return False
+        if self._first_plain_arrival is None:
+            self._first_plain_arrival = now
+        return now - self._first_plain_arrival < STAMPED_GRACE_S
+
+    def _on_audio_stamped(self, msg) -> None:
+        self._last_stamped_arrival = time.monotonic()
+        self._switch_source('stamped')
+        if msg.header.frame_id:
+            self._frame_id = msg.header.frame_id
+        self._accept(lambda: self.pipeline.accept_chunk(msg.audio.data,
+                                                        stamp_to_sec(msg.header.stamp)))
+
+    def _on_audio_plain(self, msg) -> None:
+        arrival = self.get_clock().now().nanoseconds * 1e-9
+        if self.params['input'] == 'auto' and self._prefer_stamped():
+            return  # the same audio arrives with sensor stamps on audio_stamped
+        self._switch_source('plain')
+        decoder = self.pipeline.decoder
+        if decoder is not None and len(msg.data) % decoder.format.bytes_per_frame == 0:
+            duration = len(msg.data) / decoder.format.bytes_per_frame \
+                / decoder.format.sample_rate
+            stamp: Optional[float] = self._stamper.stamp(arrival, duration)
+        else:
+            stamp = None  # the chunk is refused below anyway
+        self._accept(lambda: self.pipeline.accept_chunk(msg.data, stamp))
+
+    def _on_audio_stamped_typed(self, msg) -> None:
+        """mgonzs13 flavour: format in every message, samples in a typed array."""
+        info = msg.audio.info
+        entry = PORTAUDIO_FORMATS.get(int(info.format))
+        if entry is None:
+            self.diagnostics.reject('unknown_sample_format')
+            self.get_logger().warning(
+                f'AudioStamped with PortAudio format {info.format}: supported '
+                f'{sorted(PORTAUDIO_FORMATS)}', throttle_duration_sec=5.0)
+            return
+        field, sample_format = entry
+        fields = (int(info.rate), int(info.channels), sample_format, 'wave')
+        if self._info_format != fields or self.pipeline.decoder is None:
+            self._info_format = fields
+            with self._lock:
+                if not self._use_format(*fields, origin='AudioStamped.info'):
+                    return
+        if msg.header.frame_id:
+            self._frame_id = msg.header.frame_id
+        values = np.asarray(getattr(msg.audio.audio_data, field))
+
+        def accept():
+            if values.size == 0:
+                raise AudioFormatError('format_mismatch', f'AudioStamped says format '
+                                       f'{info.format} but its {field} is empty')
+            frames, clipped = typed_to_float(values, sample_format, int(info.channels))
+            return self.pipeline.accept_frames(frames, clipped,
+                                               stamp_to_sec(msg.header.stamp))
+        self._accept(accept)
+
+    def _switch_source(self, source: str) -> None:
+        if self._source == source:
+            return
+        if self._source is not None:
+            self.get_logger().info(f'audio source: {self._source} -> {source}')
+            with self._lock:
+                self.pipeline.segmenter.reset()
+        self._source = source
+        self._stamper.reset()
+
+    def _accept(self, run) -> None:
+        """Decode and segment one chunk; count and warn about anything wrong with it."""
+        if self.pipeline.decoder is None:
+            self.diagnostics.reject('no_usable_format')
+            self.get_logger().warning('audio dropped: the stream format is unusable (see '
+                                      'the error above)', throttle_duration_sec=5.0)
+            return
+        with self._lock:
+            jumps = self.pipeline.time_jumps
+            try:
+                outcome: ChunkOutcome = run()
+            except AudioFormatError as error:
+                self.diagnostics.reject(error.reason)
+                self.get_logger().warning(f'audio chunk dropped: {error}',
+                                          throttle_duration_sec=5.0)
+                return
+            segmenter = self.pipeline.segmenter
+            forced, short = segmenter.forced_cuts, segmenter.too_short
+        self._count_chunk(outcome, jumps, forced, short)
+        for utterance in outcome.utterances:
+            self.diagnostics.count('running_windows' if utterance.running else 'utterances')
+            dropped = self._worker.submit((utterance, time.perf_counter()))
+            if dropped is not None:
+                self.diagnostics.reject('classifier_busy')
+                self.get_logger().warning(
+                    'classifier busy: an utterance waiting longer than '
+                    f'{self.params["max_pending_utterances"]} others was dropped '
+                    '(audio arrives faster than it can be analysed)',
+                    throttle_duration_sec=5.0)
+
+    def _count_chunk(self, outcome: ChunkOutcome, jumps: int, forced: int,
+                     short: int) -> None:
+        chunk = outcome.chunk
+        self.diagnostics.count('chunks')
+        if chunk.clipped:
+            self.diagnostics.count('clipped_samples', chunk.clipped)
+            self.get_logger().warning(
+                f'{chunk.clipped} samples at digital full scale in one chunk: the '
+                'microphone gain is too high', throttle_duration_sec=5.0)
+        if outcome.gap_s > 0.05:
+            self.diagnostics.count('gaps')
+            self.get_logger().warning(
+                f'{outcome.gap_s:.2f} s of audio missing before this chunk '
+                '(lost messages or a paused driver)', throttle_duration_sec=5.0)
+        if self.pipeline.time_jumps != jumps:
+            self.diagnostics.count('time_jumps')
+            self.get_logger().warning('audio stamps went back in time (a replay restarted?): '
+                                      'segmentation restarted', throttle_duration_sec=5.0)
+        if forced != self._last_forced_cuts:
+            self._last_forced_cuts = forced
+            self.diagnostics.count('long_speech_cuts')
+        if short != self._last_too_short:
+            self._last_too_short = short
+            self.diagnostics.count('too_short')
+        now = time.monotonic()
+        self._realtime.add(now, chunk.duration_s)
+        factor = self._realtime.factor(now)
+        if factor > self.params['burst_factor']:
+            self.diagnostics.count('burst_chunks')
+            self.diagnostics.set_state('warn', f'audio arriving at {factor:.1f}x real time')
+            self.get_logger().warning(
+                f'audio arrives at {factor:.1f}x real time (a replay burst, or the wrong '
+                'sample_rate): utterances may be dropped', throttle_duration_sec=5.0)
+        elif self._refused_format is None:
+            self.diagnostics.set_state('ok', 'listening')
+
+    # ------------------------------------------------------------------ output
+    def _classify_and_publish(self, item) -> None:
+        utterance, ready_at = item
+        try:
+            estimate = self.pipeline.classify(utterance)
+        except UtteranceRejected as error:
+            self.diagnostics.reject(error.reason)
+            self.get_logger().warning(f'utterance not classified: {error}',
+                                      throttle_duration_sec=5.0)
+            return
+        msg = EmotionResult()
+        msg.header.stamp = sec_to_stamp(utterance.start_stamp)
+        msg.header.frame_id = self._frame_id
+        msg.modality = EmotionResult.MODALITY_VOICE
+        msg.label_names = list(estimate.label_names)
+        msg.probabilities = [float(p) for p in estimate.probabilities]
+        msg.label = estimate.label
+        msg.confidence = estimate.confidence
+        msg.track_id = -1
+        msg.utterance_start = sec_to_stamp(utterance.start_stamp)
+        msg.utterance_end = sec_to_stamp(utterance.end_stamp)
+        msg.model_id = self.model_id
+        self._publisher.publish(msg)
+        self.diagnostics.count('results')
+        self.diagnostics.observe_latency(time.perf_counter() - ready_at)
+
+    def _on_worker_error(self, item, error: BaseException) -> None:
+        self.diagnostics.reject('internal_error')
+        self.get_logger().error(f'utterance failed: {type(error).__name__}: {error}',
+                                throttle_duration_sec=5.0)
+
+    def destroy_node(self):
+        worker = getattr(self, '_worker', None)
+        if worker is not None:
+            worker.stop()
+        return super().destroy_node()
+
+
+def main(args: Optional[List[str]] = None) -> int:
+    return run_node(VoiceNode, args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

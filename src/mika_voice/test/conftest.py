@@ -1,0 +1,76 @@
+"""Shared fixtures of mika_voice's tests: real RAVDESS clips and a real voice model.
+
+Data come from ``$MIKA_DATA`` or ``<repo>/../shared/data``; tests that need them skip
+with the reason when they are absent.
+"""
+import csv
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[3]
+PACKAGE = pathlib.Path(__file__).resolve().parents[1]
+SHIPPED_MODEL = PACKAGE / 'models' / 'voice_emotion.keras'
+
+
+def data_dir() -> pathlib.Path:
+    return pathlib.Path(os.environ.get('MIKA_DATA', REPO.parent / 'shared' / 'data'))
+
+
+def ravdess_rows():
+    labels = data_dir() / 'ravdess' / 'labels.csv'
+    if not labels.is_file():
+        pytest.skip(f'RAVDESS not found at {labels} (set MIKA_DATA)')
+    with open(labels, newline='') as handle:
+        return [row for row in csv.DictReader(handle) if row['label']]
+
+
+def load_clip(row):
+    import soundfile
+    samples, rate = soundfile.read(data_dir() / 'ravdess' / row['path'], dtype='float32')
+    assert rate == 16000
+    return samples
+
+
+@pytest.fixture(scope='session')
+def ravdess_clip():
+    """One real RAVDESS sentence (16 kHz mono) with leading and trailing silence."""
+    row = next(r for r in ravdess_rows() if r['label'] == 'angry')
+    return load_clip(row)
+
+
+@pytest.fixture(scope='session')
+def voice_model_path(tmp_path_factory):
+    """The shipped model if it exists, else a small real model trained here in seconds
+    on real RAVDESS clips (features, per-speaker statistics and the .keras file exactly
+    as the training command writes them), so node tests never depend on faked outputs."""
+    if SHIPPED_MODEL.is_file():
+        return SHIPPED_MODEL
+    keras = pytest.importorskip('keras')
+    from mika_common.emotions import EMOTION_LABELS
+    from mika_voice import features, voice_model
+
+    rows = ravdess_rows()
+    chosen = []
+    for label in EMOTION_LABELS:
+        chosen += [r for r in rows if r['label'] == label][:6]
+    raw = np.stack([features.extract_features(load_clip(r), 16000) for r in chosen])
+    speakers = np.array([r['speaker_or_subject'] for r in chosen])
+    y = np.array([EMOTION_LABELS.index(r['label']) for r in chosen])
+    mean, within = voice_model.population_statistics(raw, speakers)
+    x = voice_model.SpeakerStandardiser.transform(raw, speakers)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((raw.shape[1],)),
+                              keras.layers.Dense(16, activation='relu'),
+                              keras.layers.Dense(len(EMOTION_LABELS))])
+    model.compile('adam', keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=20, verbose=0)
+    metadata = voice_model.VoiceModelMetadata(
+        feature_version=features.feature_version(), feature_set=features.FEATURE_SET_LIBROSA,
+        feature_names=features.feature_names(), sample_rate=features.SAMPLE_RATE,
+        label_names=list(EMOTION_LABELS), population_mean=mean.tolist(),
+        within_speaker_std=within.tolist(), model_id='test-fixture-tiny')
+    path = tmp_path_factory.mktemp('voice_model') / 'tiny_voice.keras'
+    return voice_model.save_voice_model(model, path, metadata)

@@ -1,0 +1,88 @@
+"""Training helpers: corpus reading, speaker-disjoint splits, augmentation, metrics."""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mika_common.emotions import EMOTION_LABELS
+from mika_voice import features
+from mika_voice.training import train_voice
+from mika_voice.training.corpus import CorpusFeatures, augment, load_audio, read_corpus
+
+DATA = Path(os.environ.get('MIKA_DATA',
+                          Path(__file__).resolve().parents[3].parent / 'shared' / 'data'))
+needs_data = pytest.mark.skipif(not (DATA / 'ravdess' / 'labels.csv').is_file(),
+                                reason=f'RAVDESS not found under {DATA} (set MIKA_DATA)')
+
+
+@needs_data
+def test_ravdess_has_seven_classes_and_twenty_speakers():
+    clips = read_corpus(DATA / 'ravdess')
+    assert len(clips) == 1040  # calm (empty label) skipped
+    assert {c.label for c in clips} == set(EMOTION_LABELS)
+    assert len({c.speaker for c in clips}) == 20
+    assert all(c.path.is_file() for c in clips[:5])
+
+
+@needs_data
+def test_emodb_boredom_is_skipped():
+    clips = read_corpus(DATA / 'emodb')
+    assert {c.label for c in clips} == set(EMOTION_LABELS) - {'surprise'}
+    assert len({c.speaker for c in clips}) == 10
+
+
+def test_missing_labels_csv_is_explained(tmp_path):
+    with pytest.raises(FileNotFoundError, match='labels.csv'):
+        read_corpus(tmp_path)
+
+
+@needs_data
+def test_augmented_clip_is_new_finite_speech():
+    audio = load_audio(read_corpus(DATA / 'ravdess')[0].path)
+    rng = np.random.default_rng(3)
+    for _ in range(4):
+        changed = augment(audio, rng)
+        assert changed.dtype == np.float32 and np.all(np.isfinite(changed))
+        assert 0.85 < changed.size / audio.size < 1.15
+        assert not np.array_equal(changed[:audio.size], audio[:changed.size])
+        features.extract_features(changed, features.SAMPLE_RATE)
+
+
+def fake_corpus(speakers=8, per_speaker=14, dims=5, rounds=2):
+    rng = np.random.default_rng(0)
+    n = speakers * per_speaker
+    labels = np.array([EMOTION_LABELS[i % 7] for i in range(n)])
+    return CorpusFeatures(
+        'fake', rng.standard_normal((n, dims)).astype(np.float32),
+        rng.standard_normal((rounds, n, dims)).astype(np.float32), labels,
+        np.repeat([f's{i:02d}' for i in range(speakers)], per_speaker),
+        np.array([f'{i}.flac' for i in range(n)]), [f'f{i}' for i in range(dims)], 'v')
+
+
+def test_folds_are_disjoint_and_cover_every_speaker():
+    data = fake_corpus()
+    folds = train_voice.speaker_folds(data.speakers, 4)
+    flat = [s for fold in folds for s in fold]
+    assert sorted(flat) == sorted(set(data.speakers)) and len(flat) == len(set(flat))
+
+
+def test_training_rows_come_only_from_training_speakers():
+    data = fake_corpus()
+    train = np.flatnonzero(np.isin(data.speakers, ['s00', 's01', 's02']))
+    x, y = train_voice.training_rows(data, train, train_voice.TrainConfig())
+    assert len(x) == len(train) * 3  # originals + 2 augmentation rounds
+    assert np.array_equal(y[:len(train)], train_voice.encode(data.labels[train]))
+    assert np.allclose(x[:len(train) // 3].mean(axis=0), 0.0, atol=1e-5)  # s00 centred
+
+
+def test_metrics_restricted_to_shared_classes():
+    y = np.array([0, 0, 1, 1, 5])
+    logits = np.full((5, 7), -1.0)
+    logits[[0, 1, 2, 3], [0, 1, 1, 5]] = 3.0  # clip 3 best matches surprise
+    logits[3, 0] = 2.0                        # ... and angry next
+    result = train_voice.metrics(y, logits, classes=[0, 1])
+    assert result['clips'] == 4
+    assert result['accuracy'] == pytest.approx(0.5)
+    assert result['confusion'] == [[1, 1], [1, 1]]
+    assert result['largest_prediction_share'] == {'label': 'angry', 'share': 0.5}
