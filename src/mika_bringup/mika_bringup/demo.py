@@ -24,7 +24,9 @@ from mika_common.ros_io import latched_qos, results_qos, stamp_to_sec
 from mika_fusion.emotion_logger import describe
 from mika_msgs.msg import EmotionResult, FusedEmotion
 
-WARM_UP_TIMEOUT_S = 120.0
+WARM_UP_TIMEOUT_S = 180.0
+SENSOR_TOPICS = ('/camera/image_raw', '/audio_stamped')
+PRINT_EVERY_S = 2.0
 
 
 class Observer:
@@ -35,6 +37,7 @@ class Observer:
         self.voice: List[EmotionResult] = []
         self.fused: List[FusedEmotion] = []
         self._start = time.monotonic()
+        self._printed = 0.0
         node.create_subscription(EmotionResult, 'emotion/face', self.face.append, results_qos())
         node.create_subscription(EmotionResult, 'emotion/voice', self._on_voice, results_qos())
         node.create_subscription(FusedEmotion, 'emotion/fused', self._on_fused, latched_qos())
@@ -46,11 +49,14 @@ class Observer:
               f'({msg.confidence:.2f}) for a {span:.1f} s utterance', flush=True)
 
     def _on_fused(self, msg: FusedEmotion) -> None:
+        """Print every change at once, and the current state every PRINT_EVERY_S."""
         previous = self.fused[-1].emotion if self.fused else None
         self.fused.append(msg)
-        marker = '*' if msg.emotion != previous else ' '
-        print(f'[{time.monotonic() - self._start:5.1f} s]{marker}fused: {describe(msg)}',
-              flush=True)
+        now = time.monotonic()
+        if msg.emotion != previous or now - self._printed >= PRINT_EVERY_S:
+            self._printed = now
+            marker = '*' if msg.emotion != previous else ' '
+            print(f'[{now - self._start:5.1f} s]{marker}fused: {describe(msg)}', flush=True)
 
     def summary(self) -> str:
         faces = collections.Counter(m.label for m in self.face)
@@ -69,6 +75,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     options = parser.parse_args(argv)
     # A domain of its own, so the demo neither hears nor disturbs other ROS 2 graphs.
     os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(10, 99)))
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow's start-up chatter
     print(f'[demo] ROS_DOMAIN_ID={os.environ["ROS_DOMAIN_ID"]}', flush=True)
 
     graph = GraphProcesses({'params_file': options.params_file, 'respawn': 'false'})
@@ -81,12 +88,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     player = None
     try:
         print('[demo] waiting for the nodes to load their models ...', flush=True)
+        # A node subscribes to its sensor once its model is loaded: wait for those subscribers.
         deadline = time.monotonic() + WARM_UP_TIMEOUT_S
-        wanted = {'face_node', 'voice_node', 'fusion_node'}
-        while time.monotonic() < deadline and not wanted <= set(probe.get_node_names()):
+        while time.monotonic() < deadline and not all(
+                probe.count_subscribers(topic) for topic in SENSOR_TOPICS):
             executor.spin_once(timeout_sec=0.2)
             graph.poll()
-        time.sleep(2.0)  # subscriptions discover each other
+        time.sleep(1.0)  # let discovery settle both ways
         player = SamplePlayer()
         executor.add_node(player)
         while not player.finished:
