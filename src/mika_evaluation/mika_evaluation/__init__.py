@@ -1,0 +1,1 @@
+"""Offline evaluation of Mika perception by rosbag replay."""
