@@ -19,15 +19,14 @@ import numpy as np
 
 from mika_common.emotions import EMOTION_LABELS
 from mika_perception.preprocessing import PreprocessSpec, preprocess_face, preprocess_faces
+from mika_perception.resources import resolve_model_path
 
 METADATA_ENTRY = 'mika.json'
 MODEL_FORMAT = 'mika-face-model/1'
-DEFAULT_MODEL_PATH = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'models',
-    'face_emotion.keras')
+DEFAULT_MODEL_PATH = resolve_model_path('face_emotion.keras')  # installed, else source tree
 HOW_TO_GET_A_MODEL = (
     'train one with `python -m mika_perception.training.train_face --output <path>` '
-    '(see src/mika_perception/models/MODEL_CARD.md) or point the model_path parameter '
+    '(see src/mika_perception/models/MODEL_CARD.md) or point the model_paths parameter '
     'at the default model shipped in src/mika_perception/models/face_emotion.keras')
 
 
