@@ -26,6 +26,10 @@ if [ -f "$MIKA_VENV/.mika-ros-from-wheels" ]; then
 fi
 
 if [ -f "$MIKA_ROOT/install/local_setup.bash" ]; then
+  # colcon's setup scripts read unset variables: tolerate them even under `set -u`
+  case $- in *u*) _mika_nounset=1; set +u ;; *) _mika_nounset= ;; esac
   # shellcheck disable=SC1091
   . "$MIKA_ROOT/install/local_setup.bash"
+  [ -n "$_mika_nounset" ] && set -u
+  unset _mika_nounset
 fi
