@@ -70,36 +70,20 @@ def face_model_path(tmp_path_factory, fer_path) -> str:
 def voice_model_path(tmp_path_factory) -> str:
     if SHIPPED_VOICE.is_file():
         return str(SHIPPED_VOICE)
-    import keras
     import soundfile
 
     from mika_common.emotions import EMOTION_LABELS
-    from mika_voice import features, voice_model
+    from mika_voice.testing import train_tiny_voice_model
     table = require(data_dir() / 'ravdess' / 'labels.csv')
     with open(table, newline='') as handle:
         rows = [r for r in csv.DictReader(handle) if r['label']]
     chosen = []
     for label in EMOTION_LABELS:
         chosen += [r for r in rows if r['label'] == label][:4]
-    raw = np.stack([features.extract_features(
-        soundfile.read(table.parent / r['path'], dtype='float32')[0], 16000) for r in chosen])
-    speakers = np.array([r['speaker_or_subject'] for r in chosen])
-    y = np.array([EMOTION_LABELS.index(r['label']) for r in chosen])
-    mean, within = voice_model.population_statistics(raw, speakers)
-    x = voice_model.SpeakerStandardiser.transform(raw, speakers)
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((raw.shape[1],)),
-                              keras.layers.Dense(16, activation='relu'),
-                              keras.layers.Dense(len(EMOTION_LABELS))])
-    model.compile('adam', keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, epochs=20, verbose=0)
-    metadata = voice_model.VoiceModelMetadata(
-        feature_version=features.feature_version(), feature_set=features.FEATURE_SET_LIBROSA,
-        feature_names=features.feature_names(), sample_rate=features.SAMPLE_RATE,
-        label_names=list(EMOTION_LABELS), population_mean=mean.tolist(),
-        within_speaker_std=within.tolist(), model_id='eval-test-tiny')
-    path = tmp_path_factory.mktemp('voice_model') / 'tiny_voice.keras'
-    return str(voice_model.save_voice_model(model, path, metadata))
+    return train_tiny_voice_model(
+        [soundfile.read(table.parent / r['path'], dtype='float32')[0] for r in chosen],
+        [r['speaker_or_subject'] for r in chosen], [r['label'] for r in chosen],
+        tmp_path_factory.mktemp('voice_model') / 'tiny_voice.keras', 'eval-test-tiny')
 
 
 @pytest.fixture(scope='session')

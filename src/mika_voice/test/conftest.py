@@ -7,7 +7,6 @@ import csv
 import os
 import pathlib
 
-import numpy as np
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
@@ -48,29 +47,15 @@ def voice_model_path(tmp_path_factory):
     as the training command writes them), so node tests never depend on faked outputs."""
     if SHIPPED_MODEL.is_file():
         return SHIPPED_MODEL
-    keras = pytest.importorskip('keras')
+    pytest.importorskip('keras')
     from mika_common.emotions import EMOTION_LABELS
-    from mika_voice import features, voice_model
+    from mika_voice.testing import train_tiny_voice_model
 
     rows = ravdess_rows()
     chosen = []
     for label in EMOTION_LABELS:
         chosen += [r for r in rows if r['label'] == label][:6]
-    raw = np.stack([features.extract_features(load_clip(r), 16000) for r in chosen])
-    speakers = np.array([r['speaker_or_subject'] for r in chosen])
-    y = np.array([EMOTION_LABELS.index(r['label']) for r in chosen])
-    mean, within = voice_model.population_statistics(raw, speakers)
-    x = voice_model.SpeakerStandardiser.transform(raw, speakers)
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((raw.shape[1],)),
-                              keras.layers.Dense(16, activation='relu'),
-                              keras.layers.Dense(len(EMOTION_LABELS))])
-    model.compile('adam', keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, epochs=20, verbose=0)
-    metadata = voice_model.VoiceModelMetadata(
-        feature_version=features.feature_version(), feature_set=features.FEATURE_SET_LIBROSA,
-        feature_names=features.feature_names(), sample_rate=features.SAMPLE_RATE,
-        label_names=list(EMOTION_LABELS), population_mean=mean.tolist(),
-        within_speaker_std=within.tolist(), model_id='test-fixture-tiny')
-    path = tmp_path_factory.mktemp('voice_model') / 'tiny_voice.keras'
-    return voice_model.save_voice_model(model, path, metadata)
+    return train_tiny_voice_model(
+        [load_clip(r) for r in chosen], [r['speaker_or_subject'] for r in chosen],
+        [r['label'] for r in chosen],
+        tmp_path_factory.mktemp('voice_model') / 'tiny_voice.keras', 'test-fixture-tiny')
