@@ -6,6 +6,7 @@ bash "$ROOT/scripts/setup.sh"
 # shellcheck disable=SC1091
 . "$ROOT/scripts/env.sh"
 cd "$ROOT"
+export MIKA_DATA="${MIKA_DATA:-$ROOT/../shared/data}"
 mkdir -p bench/results
 python -m mika_fusion.benchmark --output bench/results/fusion
 python -m mika_perception.benchmark --output bench/results/face
