@@ -75,7 +75,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     options = parser.parse_args(argv)
     # A domain of its own, so the demo neither hears nor disturbs other ROS 2 graphs.
     os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(10, 99)))
-    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow's start-up chatter
     print(f'[demo] ROS_DOMAIN_ID={os.environ["ROS_DOMAIN_ID"]}', flush=True)
 
     graph = GraphProcesses({'params_file': options.params_file, 'respawn': 'false'})

@@ -4,19 +4,24 @@ Every Mika node lists its parameters as :class:`ParamSpec` entries; :class:`Para
 declares them with a ``ParameterDescriptor`` (description, range, read-only flag), refuses an
 invalid runtime change with a reason the caller sees (``ros2 param set`` prints it), and tells
 the node which values changed so it can apply them.
+
+:class:`ParamSpec` is ROS-free (rclpy and rcl_interfaces are imported only where a
+descriptor is made or a node is given), so the parameter lists, and the offline tools that
+validate a params file against them, work without a ROS installation.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
-from rcl_interfaces.msg import (
-    FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult)
-from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
-from rclpy.node import Node
-from rclpy.parameter import Parameter
+if TYPE_CHECKING:
+    from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
 
 Validator = Callable[[Any], Optional[str]]
+#: Reliability of a sensor subscription (see ``mika_common.ros_io.sensor_qos``).
+RELIABILITY_CHOICES = ('best_effort', 'reliable')
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,8 @@ class ParamSpec:
             return self.validator(value)
         return None
 
-    def descriptor(self) -> ParameterDescriptor:
+    def descriptor(self) -> 'ParameterDescriptor':
+        from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
         text = self.description
         if self.choices is not None:
             text += f' One of: {", ".join(map(str, self.choices))}.'
@@ -95,8 +101,10 @@ class ParameterSet:
     called with ``{name: new_value}``.
     """
 
-    def __init__(self, node: Node, specs: Iterable[ParamSpec],
+    def __init__(self, node: 'Node', specs: Iterable[ParamSpec],
                  on_change: Optional[Callable[[Dict[str, Any]], None]] = None):
+        from rclpy.exceptions import (
+            InvalidParameterTypeException, InvalidParameterValueException)
         self._node = node
         self._specs: Dict[str, ParamSpec] = {spec.name: spec for spec in specs}
         self._on_change = on_change
@@ -124,7 +132,8 @@ class ParameterSet:
     def values(self) -> Mapping[str, Any]:
         return dict(self._values)
 
-    def _validate_and_apply(self, parameters: List[Parameter]) -> SetParametersResult:
+    def _validate_and_apply(self, parameters: List['Parameter']) -> 'SetParametersResult':
+        from rcl_interfaces.msg import SetParametersResult
         changed: Dict[str, Any] = {}
         for parameter in parameters:
             spec = self._specs.get(parameter.name)

@@ -24,7 +24,7 @@ try:  # Iron and newer
 except ImportError:  # Humble
     from rclpy.qos_event import PublisherEventCallbacks, SubscriptionEventCallbacks
 
-RELIABILITY_CHOICES = ('best_effort', 'reliable')
+from mika_common.node_params import RELIABILITY_CHOICES  # ROS-free, for the parameter lists
 
 
 def sensor_qos(reliability: str = 'best_effort', depth: int = 1) -> QoSProfile:

@@ -1,15 +1,13 @@
 """The nodes' parameters from the launch file's params YAML, and the cores built from them.
 
-The face, voice and fusion nodes declare their parameters (defaults, ranges, choices) in
-their node modules; those lists are imported here so the evaluator validates and defaults
-every value exactly as the nodes do. The pipelines are then assembled the way the nodes
-assemble them (``FaceNode._build_pipeline``, ``VoiceNode._make_segmenter``): importing the
-node modules needs rclpy installed, but nothing here starts ROS or DDS.
+The face, voice and fusion nodes declare their parameters (defaults, ranges, choices) and
+assemble their pipelines in ROS-free modules (:mod:`mika_perception.face_parameters`,
+:mod:`mika_voice.voice_parameters`, :mod:`mika_fusion.fusion_parameters`). This module
+validates and defaults every value with those lists and builds the cores with those
+functions, so an evaluation runs what the nodes run; it needs no rclpy.
 """
 from __future__ import annotations
 
-import dataclasses
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -25,11 +23,11 @@ class ConfigError(ValueError):
 
 def _specs(node_key: str):
     if node_key == 'face_node':
-        from mika_perception.face_node import PARAMETERS
+        from mika_perception.face_parameters import PARAMETERS
     elif node_key == 'voice_node':
-        from mika_voice.voice_node import PARAMETERS
+        from mika_voice.voice_parameters import PARAMETERS
     else:
-        from mika_fusion.fusion_node import PARAMETERS
+        from mika_fusion.fusion_parameters import PARAMETERS
     return PARAMETERS
 
 
@@ -97,70 +95,24 @@ class NodeParameters:
 
 
 def fusion_config(values: Dict[str, Any]):
-    from mika_fusion.fusion import FusionConfig
-    fields = {f.name for f in dataclasses.fields(FusionConfig)}
+    """The FusionConfig the fusion node makes of ``values``; ConfigError where it refuses."""
+    from mika_fusion.fusion_parameters import fusion_config as node_fusion_config
     try:
-        return FusionConfig(**{k: v for k, v in values.items() if k in fields})
+        return node_fusion_config(values)
     except ValueError as error:
         raise ConfigError(f'fusion_node: {error}') from None
 
 
 def build_face_pipeline(values: Dict[str, Any], model_paths: Optional[Sequence[str]] = None):
-    """FacePipeline as FaceNode builds it; returns (pipeline, classifier, notes)."""
-    import cv2
-
-    from mika_perception.detection import create_detector
-    from mika_perception.face_model import FaceEmotionClassifier
-    from mika_perception.pipeline import FacePipeline
-    from mika_perception.resources import resolve_model_path
-    from mika_perception.tracking import FaceTracker, TrackerConfig
-    cv2.setNumThreads(values['threads'])
-    paths = [resolve_model_path(p) for p in (model_paths or values['model_paths'])]
-    classifier = FaceEmotionClassifier(paths, flip_tta=values['flip_tta'],
-                                       runtime=values['runtime'], num_threads=values['threads'])
-    notes: List[str] = list(classifier.runtime_notes)
-    detector, note = create_detector(
-        values['detector'], min_score=values['detector_min_score'],
-        min_face_px=values['min_face_px'], haar_scale_factor=values['haar_scale_factor'],
-        haar_min_neighbors=values['haar_min_neighbors'],
-        haar_max_width=values['haar_max_width'], num_threads=values['threads'])
-    if note:
-        notes.append(note)
-    tracker = FaceTracker(TrackerConfig(
-        iou_threshold=values['tracker_iou_threshold'],
-        centre_gate=values['tracker_centre_gate'],
-        confirm_hits=values['tracker_confirm_hits'],
-        max_misses=values['tracker_max_misses'],
-        min_cutoff_hz=values['box_smoothing_min_cutoff_hz'],
-        beta=values['box_smoothing_beta']))
-    pipeline = FacePipeline(detector, tracker, classifier, values['probability_time_constant_s'])
-    return pipeline, classifier, notes
+    """The face node's pipeline, ``(pipeline, classifier, notes)``: see
+    :func:`mika_perception.face_parameters.build_face_pipeline`."""
+    from mika_perception.face_parameters import build_face_pipeline as build
+    return build(values, model_paths)
 
 
 def build_voice_pipeline(values: Dict[str, Any], model_path: Optional[str] = None):
-    """VoicePipeline as VoiceNode builds it (decoder set later from AudioInfo or the
-    format parameters); returns (pipeline, classifier, notes)."""
-    from mika_voice import features
-    from mika_voice.pipeline import VoicePipeline
-    from mika_voice.segmentation import SegmenterConfig, UtteranceSegmenter
-    from mika_voice.voice_model import load_voice_model
-    from mika_voice.voice_node import default_model_path
-    notes: List[str] = []
-    path = model_path or values['model_path'] or default_model_path()
-    classifier = load_voice_model(path)  # VoiceModelError names the path and the fix
-    features.warm_up()
-    vad = values['vad']
-    if vad == 'webrtc' and importlib.util.find_spec('webrtcvad') is None:
-        notes.append('webrtcvad is not installed: using the energy VAD')
-        vad = 'energy'
-    segmenter = UtteranceSegmenter(SegmenterConfig(
-        sample_rate=classifier.metadata.sample_rate, vad=vad,
-        aggressiveness=values['vad_aggressiveness'],
-        min_utterance_s=values['min_utterance_s'], max_utterance_s=values['max_utterance_s'],
-        hangover_ms=int(values['hangover_s'] * 1000), padding_ms=int(values['padding_s'] * 1000),
-        running_window_s=values['running_window_s'], running_hop_s=values['running_hop_s']))
-    pipeline = VoicePipeline(None, segmenter, features.extract_features, classifier,
-                             max_clipped_fraction=values['max_clipped_fraction'])
-    pipeline.normaliser = classifier.new_stream_normaliser(
-        values['normaliser_prior_weight'], values['normaliser_half_life'])
-    return pipeline, classifier, notes
+    """The voice node's pipeline, ``(pipeline, classifier, notes)``, its decoder set later
+    from AudioInfo or the format parameters: see
+    :func:`mika_voice.voice_parameters.build_voice_pipeline`."""
+    from mika_voice.voice_parameters import build_voice_pipeline as build
+    return build(values, model_path)

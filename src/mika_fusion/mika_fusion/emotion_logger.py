@@ -13,14 +13,10 @@ from __future__ import annotations
 
 from rclpy.node import Node
 
-from mika_common.node_params import ParameterSet, ParamSpec
+from mika_common.node_params import ParameterSet
 from mika_common.ros_io import latched_qos, run_node, stamp_to_sec
+from mika_fusion.fusion_parameters import EMOTION_LOGGER_PARAMETERS as PARAMETERS
 from mika_msgs.msg import FusedEmotion
-
-PARAMETERS = [
-    ParamSpec('stdout', False, 'Also print each change as a plain line on stdout (for '
-              'piping into other tools), besides the ROS log.'),
-]
 
 
 class EmotionLogger(Node):

@@ -3,56 +3,24 @@
 Thin: converts messages, holds parameters, calls :mod:`mika_fusion.fusion`. The state is
 computed for the node clock's ``now`` (so ``use_sim_time`` works with replayed bags), and
 published on every change and at ``publish_rate_hz``, transient-local so that a behaviour
-node started late gets the current state at once.
+node started late gets the current state at once. Its parameters are ROS-free, in
+:mod:`mika_fusion.fusion_parameters`.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 
 from rclpy.node import Node
 
 from mika_common.diagnostics import NodeDiagnostics
 from mika_common.emotions import EMOTION_LABELS
-from mika_common.node_params import ParameterSet, ParamSpec
+from mika_common.node_params import ParameterSet
 from mika_common.ros_io import (
     InputWatchdog, latched_qos, results_qos, run_node, sec_to_stamp, stamp_to_sec)
 from mika_fusion.fusion import (
-    FACE, FACE_SELECTIONS, VOICE, EmotionFuser, FusedState, FusionConfig, InvalidInput,
-    make_observation)
+    FACE, VOICE, EmotionFuser, FusedState, InvalidInput, make_observation)
+from mika_fusion.fusion_parameters import PARAMETERS, fusion_config  # PARAMETERS: config tests
 from mika_msgs.msg import EmotionResult, FusedEmotion, ModalityContribution
-
-PARAMETERS = [
-    ParamSpec('publish_rate_hz', 10.0, 'Rate at which the state is re-published even when '
-              'it does not change (it is also published on every change).',
-              min_value=0.2, max_value=100.0, read_only=True),
-    ParamSpec('face_weight', 1.0, 'Weight of the face modality.', min_value=0.0, max_value=10.0),
-    ParamSpec('voice_weight', 0.7, 'Weight of the voice modality.', min_value=0.0,
-              max_value=10.0),
-    ParamSpec('half_life_s', 2.0, 'Age (s, by sensor stamp) at which a result counts half.',
-              min_value=0.05, max_value=60.0),
-    ParamSpec('max_age_s', 6.0, 'Results older than this (s) are ignored.', min_value=0.1,
-              max_value=300.0),
-    ParamSpec('max_future_s', 0.5, 'Stamps further in the future than this (s) are rejected.',
-              min_value=0.0, max_value=10.0),
-    ParamSpec('face_selection', 'largest', 'Which face to follow when several are seen.',
-              choices=FACE_SELECTIONS),
-    ParamSpec('target_track_id', -1, "Track id followed when face_selection is 'track_id'.",
-              min_value=-1, max_value=2**31 - 1),
-    ParamSpec('face_track_timeout_s', 1.0, 'A face track absent from results newer than its '
-              'own by this long (s) is forgotten: the person left.', min_value=0.05,
-              max_value=60.0),
-    ParamSpec('smoothing_time_constant_s', 0.8, 'Time constant (s) of the exponential '
-              'smoothing of the fused distribution; 0 disables smoothing.',
-              min_value=0.0, max_value=30.0),
-    ParamSpec('switch_margin', 0.1, 'Probability by which a rival must beat the current '
-              'emotion before the state switches.', min_value=0.0, max_value=0.99),
-    ParamSpec('min_dwell_s', 0.6, 'How long (s) the rival must keep that lead.',
-              min_value=0.0, max_value=60.0),
-    ParamSpec('probability_sum_tolerance', 0.05, 'Inputs whose probabilities sum further '
-              'than this from 1 are rejected.', min_value=0.001, max_value=0.5),
-]
-CONFIG_FIELDS = {f.name for f in dataclasses.fields(FusionConfig)}
 
 
 class FusionNode(Node):
@@ -61,7 +29,7 @@ class FusionNode(Node):
     def __init__(self, **node_options):
         super().__init__('fusion_node', **node_options)
         self.params = ParameterSet(self, PARAMETERS, on_change=self._reconfigure)
-        self.fuser = EmotionFuser(self._config(self.params.values))
+        self.fuser = EmotionFuser(fusion_config(self.params.values))
         self.diagnostics = NodeDiagnostics(self, 'fusion', latency_warn_s=0.005)
         self._publisher = self.create_publisher(FusedEmotion, 'emotion/fused', latched_qos())
         watchdog = InputWatchdog(self)
@@ -73,12 +41,9 @@ class FusionNode(Node):
         self.diagnostics.set_state('ok', 'running')
         self.get_logger().info('fusing emotion/face and emotion/voice into emotion/fused')
 
-    def _config(self, values) -> FusionConfig:
-        return FusionConfig(**{k: v for k, v in values.items() if k in CONFIG_FIELDS})
-
     def _reconfigure(self, changed) -> None:
         # FusionConfig raises ValueError for an inconsistent combination: the change is refused
-        self.fuser.reconfigure(self._config({**self.params.values, **changed}))
+        self.fuser.reconfigure(fusion_config({**self.params.values, **changed}))
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9

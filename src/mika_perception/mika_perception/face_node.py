@@ -5,15 +5,16 @@ work is :class:`mika_perception.pipeline.FacePipeline`. The image callback only 
 newest frame to a worker thread (a newer frame replaces one not yet processed, and that
 drop is counted), so inference never blocks the executor. Where ``hri_msgs`` is installed
 the node also speaks ROS4HRI (REP-155): ``/humans/faces/tracked`` and
-``/humans/faces/<id>/expression``.
+``/humans/faces/<id>/expression``. Its parameters and the pipeline assembly are ROS-free,
+in :mod:`mika_perception.face_parameters`. ``model_paths`` can be changed at runtime: the
+new model is loaded beside the running one and swapped in only once it loaded.
 """
 from __future__ import annotations
 
 import threading
 import time
-from typing import Dict, List
+from typing import Dict
 
-import cv2
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
@@ -22,102 +23,27 @@ from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from mika_common.diagnostics import NodeDiagnostics
 from mika_common.emotions import EMOTION_LABELS, valence_arousal_of
 from mika_common.latest_worker import LatestOnlyWorker
-from mika_common.node_params import ParameterSet, ParamSpec
-from mika_common.ros_io import (
-    RELIABILITY_CHOICES, InputWatchdog, results_qos, run_node, sensor_qos, stamp_to_sec)
+from mika_common.node_params import ParameterSet
+from mika_common.ros_io import InputWatchdog, results_qos, run_node, sensor_qos, stamp_to_sec
+from mika_common.tensorflow_logging import quiet_tensorflow_start_up
 from mika_msgs.msg import EmotionResult
-from mika_perception.detection import DETECTORS, create_detector
 from mika_perception.face_model import FaceEmotionClassifier
+from mika_perception.face_parameters import (  # PARAMETERS: the node's, checked by config tests
+    PARAMETERS, PIPELINE_PARAMETERS, assemble_face_pipeline, build_face_pipeline,
+    load_face_classifier)
 from mika_perception.image_conversion import ImageConverter, ImageFormatError
-from mika_perception.pipeline import FacePipeline, FrameResult, annotate
-from mika_perception.resources import FACE_MODEL_FILE, resolve_model_path
-from mika_perception.tracking import FaceTracker, TrackerConfig
+from mika_perception.pipeline import FrameResult, annotate
 
 try:
     from hri_msgs.msg import Expression, IdsList
 except ImportError:  # said once at start; the node works without it
     Expression = IdsList = None
 
-INPUT_TYPES = ('image', 'compressed')
-RUNTIMES = ('auto', 'tflite', 'keras')
 #: A frame stamped this much earlier than the last one restarts tracking (a bag looped).
 TIME_JUMP_BACK_S = 1.0
 HRI_EXPRESSIONS = {'angry': 'ANGRY', 'disgust': 'DISGUSTED', 'fear': 'SCARED',
                    'happy': 'HAPPY', 'sad': 'SAD', 'surprise': 'SURPRISED',
                    'neutral': 'NEUTRAL'}
-#: Parameters that shape the pipeline: a change rebuilds detector, tracker or smoothing.
-PIPELINE_PARAMETERS = (
-    'detector', 'detector_min_score', 'min_face_px', 'haar_scale_factor',
-    'haar_min_neighbors', 'haar_max_width', 'tracker_iou_threshold', 'tracker_centre_gate',
-    'tracker_confirm_hits', 'tracker_max_misses', 'box_smoothing_min_cutoff_hz',
-    'box_smoothing_beta', 'probability_time_constant_s')
-
-
-def _non_empty_unique(paths: List[str]):
-    if not paths or any(not p for p in paths):
-        return 'model_paths needs at least one non-empty path'
-    if len(set(paths)) != len(paths):
-        return 'model_paths lists a file twice'
-    return None
-
-
-PARAMETERS = [
-    ParamSpec('input_type', 'image', "Subscribe to sensor_msgs/Image on 'image' or to "
-              "sensor_msgs/CompressedImage (jpeg, png) on 'image/compressed'.",
-              choices=INPUT_TYPES, read_only=True),
-    ParamSpec('reliability', 'best_effort', 'Camera subscription reliability (sensor QoS, '
-              'depth 1); best_effort also hears reliable publishers.',
-              choices=RELIABILITY_CHOICES, read_only=True),
-    ParamSpec('model_paths', [FACE_MODEL_FILE], 'Face emotion model files (.keras with '
-              'mika.json); several are averaged (an ensemble). Relative paths are taken in '
-              'share/mika_perception/models.', read_only=True, validator=_non_empty_unique),
-    ParamSpec('runtime', 'auto', "Classifier runtime: tflite (fast; used only if it equals "
-              "Keras within the parity tolerance), keras, or auto (tflite, else keras).",
-              choices=RUNTIMES, read_only=True),
-    ParamSpec('flip_tta', False, 'Average each face with its mirror image (test-time '
-              'augmentation; about twice the classification time).'),
-    ParamSpec('threads', 1, 'CPU threads for OpenCV, the detector and the classifier.',
-              min_value=1, max_value=16, read_only=True),
-    ParamSpec('detector', 'auto', 'Face detector: blazeface_full (faces up to ~5 m), '
-              'blazeface_short (faces within ~2 m, fastest), haar (OpenCV, slow, no download) '
-              'or auto (blazeface_full where its model was fetched at setup, else haar).',
-              choices=DETECTORS),
-    ParamSpec('detector_min_score', 0.5, 'BlazeFace: least detection score kept.',
-              min_value=0.05, max_value=0.99),
-    ParamSpec('min_face_px', 40, 'Faces smaller than this (pixels, shorter side) are ignored: '
-              'too few pixels to read an expression.', min_value=8, max_value=2000),
-    ParamSpec('haar_scale_factor', 1.1, 'Haar: scale step between detection sizes.',
-              min_value=1.01, max_value=2.0),
-    ParamSpec('haar_min_neighbors', 5, 'Haar: overlapping hits needed for a face (higher: '
-              'fewer false faces, more misses).', min_value=1, max_value=30),
-    ParamSpec('haar_max_width', 320, 'Haar: frames wider than this are shrunk first '
-              '(speed); 0 keeps full resolution.', min_value=0, max_value=8192),
-    ParamSpec('tracker_iou_threshold', 0.3, 'Least box overlap (IoU) matching a detection to '
-              'a track.', min_value=0.01, max_value=1.0),
-    ParamSpec('tracker_centre_gate', 0.5, 'Else the largest centre distance, in box sizes, '
-              'still matched (fast motion).', min_value=0.0, max_value=5.0),
-    ParamSpec('tracker_confirm_hits', 2, 'Frames a new face must be detected before it is '
-              'reported (suppresses one-frame false detections).', min_value=1, max_value=30),
-    ParamSpec('tracker_max_misses', 2, 'Consecutive frames without a detection before a '
-              'track (and its id) is dropped.', min_value=0, max_value=300),
-    ParamSpec('box_smoothing_min_cutoff_hz', 0.5, 'One-euro box filter: cutoff at rest '
-              '(lower: steadier box).', min_value=0.01, max_value=30.0),
-    ParamSpec('box_smoothing_beta', 0.01, 'One-euro box filter: speed coefficient (higher: '
-              'less lag when the face moves).', min_value=0.0, max_value=1.0),
-    ParamSpec('probability_time_constant_s', 0.3, 'Per-face exponential smoothing of the '
-              'probabilities over time (s); 0 reports each frame on its own.',
-              min_value=0.0, max_value=10.0),
-    ParamSpec('max_rate_hz', 0.0, 'Process at most this many frames per second (the rest are '
-              'skipped and counted); 0: as many as the worker keeps up with.',
-              min_value=0.0, max_value=1000.0),
-    ParamSpec('publish_hri', True, 'Also publish ROS4HRI (REP-155) /humans/faces/tracked and '
-              '/humans/faces/<id>/expression where hri_msgs is installed.'),
-    ParamSpec('hri_id_prefix', 'face', 'ROS4HRI face ids are this prefix plus the track id.',
-              read_only=True, validator=lambda v: None if v.isidentifier() else
-              'hri_id_prefix must be letters, digits and underscores, not starting with a digit'),
-    ParamSpec('latency_warn_ms', 100.0, 'Diagnostics turn WARN when the p95 frame latency '
-              'exceeds this (ms).', min_value=1.0, max_value=10000.0, read_only=True),
-]
 
 
 class FaceNode(Node):
@@ -127,16 +53,12 @@ class FaceNode(Node):
         super().__init__('face_node', **kwargs)
         self._params = ParameterSet(self, PARAMETERS, on_change=self._on_parameters)
         p = self._params
-        cv2.setNumThreads(p['threads'])
-        paths = [resolve_model_path(path) for path in p['model_paths']]
         # Missing or corrupt model: ModelFileError names the path and how to get one.
-        self._classifier = FaceEmotionClassifier(paths, flip_tta=p['flip_tta'],
-                                                 runtime=p['runtime'], num_threads=p['threads'])
-        for note in self._classifier.runtime_notes:
+        self._pipeline, self._classifier, notes = build_face_pipeline(p.values)
+        for note in notes:
             self.get_logger().warning(note)
         self._converter = ImageConverter()
-        self._lock = threading.Lock()  # the pipeline is rebuilt on parameter changes
-        self._pipeline = self._build_pipeline(dict(p.values))
+        self._lock = threading.Lock()  # the pipeline and model change on parameter changes
         self._last_stamp = None
         self._last_submitted = 0.0
         self._failing = False
@@ -169,38 +91,55 @@ class FaceNode(Node):
         return (f'detector {self._pipeline.detector.name}, model {self._classifier.model_id} '
                 f'({"/".join(self._classifier.runtimes)}), conversion {self._converter.backend}')
 
-    def _build_pipeline(self, values) -> FacePipeline:
-        detector, note = create_detector(
-            values['detector'], min_score=values['detector_min_score'],
-            min_face_px=values['min_face_px'], haar_scale_factor=values['haar_scale_factor'],
-            haar_min_neighbors=values['haar_min_neighbors'],
-            haar_max_width=values['haar_max_width'], num_threads=self._params['threads'])
-        if note:
-            self.get_logger().warning(note)
-        tracker = FaceTracker(TrackerConfig(
-            iou_threshold=values['tracker_iou_threshold'],
-            centre_gate=values['tracker_centre_gate'],
-            confirm_hits=values['tracker_confirm_hits'],
-            max_misses=values['tracker_max_misses'],
-            min_cutoff_hz=values['box_smoothing_min_cutoff_hz'],
-            beta=values['box_smoothing_beta']))
-        return FacePipeline(detector, tracker, self._classifier,
-                            values['probability_time_constant_s'])
-
     def _on_parameters(self, changed) -> None:
-        if 'flip_tta' in changed:
-            self._classifier.flip_tta = changed['flip_tta']
+        """Build what the change needs first and install it only when all of it succeeded:
+        a ValueError refuses the whole change and the running pipeline and model stay."""
+        values = self._params.values
+        classifier = self._classifier
+        if 'model_paths' in changed:
+            classifier = self._load_classifier(values)
+        pipeline = None
         if any(name in changed for name in PIPELINE_PARAMETERS):
-            values = dict(self._params.values)
             try:
-                pipeline = self._build_pipeline(values)
+                pipeline, notes = assemble_face_pipeline(values, classifier)
             except (OSError, RuntimeError) as error:  # e.g. a BlazeFace model not fetched
                 raise ValueError(str(error)) from None
-            with self._lock:
+            for note in notes:
+                self.get_logger().warning(note)
+        if 'flip_tta' in changed:
+            classifier.flip_tta = changed['flip_tta']
+        swapped = classifier is not self._classifier
+        with self._lock:
+            if pipeline is not None:
                 self._pipeline = pipeline
+            else:  # tracks and their smoothing carry on across a model change
+                self._pipeline.classifier = classifier
+            self._classifier = classifier
+        if swapped:
+            self.get_logger().info(f'face model now running: {self._describe()} from '
+                                   f'{", ".join(values["model_paths"])}')
+            if not self._failing:
+                self._diagnostics.set_state('ok', self._describe())
         if changed.get('publish_hri') and IdsList is not None and self._hri_tracked is None:
             self._hri_tracked = self.create_publisher(IdsList, '/humans/faces/tracked',
                                                       results_qos())
+
+    def _load_classifier(self, values) -> FaceEmotionClassifier:
+        """The model files of a runtime model_paths change, loaded while the running model
+        keeps classifying (frames arrive in their own callback group; run_node's executor
+        has a second thread for them). Takes a few seconds with the TFLite parity check."""
+        started = time.perf_counter()
+        try:
+            classifier = load_face_classifier(values)
+        except (ValueError, RuntimeError, OSError) as error:  # ModelFileError is one
+            self.get_logger().warning(f'model_paths change refused, the running model stays: '
+                                      f'{error}')
+            raise ValueError(str(error)) from None
+        for note in classifier.runtime_notes:
+            self.get_logger().warning(note)
+        self.get_logger().info(f'loaded {classifier.model_id} in '
+                               f'{time.perf_counter() - started:.1f} s')
+        return classifier
 
     # ------------------------------------------------------------------ executor side
     def _on_frame(self, msg) -> None:
@@ -237,8 +176,9 @@ class FaceNode(Node):
                 self._pipeline.reset()
             self._last_stamp = stamp
             result = self._pipeline.process_image(image, stamp, conversion_s)
+            model_id = self._pipeline.classifier.model_id  # the model of this very result
         for face in result.faces:
-            self._results.publish(self._emotion_result(msg.header, face))
+            self._results.publish(self._emotion_result(msg.header, face, model_id))
         if self._debug.get_subscription_count() > 0:
             self._debug.publish(_bgr_to_image(annotate(image, result), msg.header))
         if self._hri_tracked is not None and self._params['publish_hri']:
@@ -250,7 +190,7 @@ class FaceNode(Node):
         self._diagnostics.count('faces', len(result.faces))
         self._diagnostics.observe_latency(time.perf_counter() - start)
 
-    def _emotion_result(self, header, face) -> EmotionResult:
+    def _emotion_result(self, header, face, model_id: str) -> EmotionResult:
         x, y, w, h = face.box
         return EmotionResult(
             header=header, modality=EmotionResult.MODALITY_FACE,
@@ -258,7 +198,7 @@ class FaceNode(Node):
             probabilities=[float(v) for v in face.probabilities],
             label=face.label, confidence=float(face.confidence), track_id=face.track_id,
             face_roi=RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h),
-            model_id=self._classifier.model_id)
+            model_id=model_id)
 
     def _publish_hri(self, header, result: FrameResult) -> None:
         prefix = self._params['hri_id_prefix']
@@ -301,6 +241,7 @@ def _bgr_to_image(bgr: np.ndarray, header) -> Image:
 
 
 def main(args=None) -> int:
+    quiet_tensorflow_start_up()
     return run_node(FaceNode, args)
 
 

@@ -184,6 +184,25 @@ def test_node_process_exits_non_zero_naming_the_missing_model(tmp_path):
     assert '[FATAL]' in done.stderr and missing in done.stderr and 'train' in done.stderr
 
 
+def test_node_process_starts_without_tensorflow_start_up_chatter(tiny_face_model_path):
+    """No oneDNN notice, absl preamble or TFLite converter warnings before 'ready'."""
+    import os
+    import sys
+
+    from mika_common.testing import NodeProcess
+    environment = {k: v for k, v in os.environ.items() if not k.startswith('TF_')}
+    node = NodeProcess([sys.executable, '-m', 'mika_perception.face_node', '--ros-args', '-p',
+                        f"model_paths:=['{tiny_face_model_path}']"], env=environment)
+    try:
+        assert node.wait_for_output(']: ready: ', 120.0), node.output()
+        output = node.output()
+    finally:
+        assert node.stop() == 0, node.log_path.read_text()
+    assert '(tflite' in output  # the TFLite export, whose converter warns, did run
+    for chatter in ('oneDNN', 'absl::InitializeLog', 'cpu_feature_guard', 'Ignored output_'):
+        assert chatter not in output, output
+
+
 @pytest.mark.skipif(importlib.util.find_spec('hri_msgs') is None,
                     reason='hri_msgs (ROS4HRI) is not installed: the node runs without the '
                     'REP-155 topics')
@@ -209,3 +228,51 @@ def test_rep155_faces_tracked_and_expression(graph):
         'angry': 'angry', 'disgust': 'disgusted', 'fear': 'scared', 'happy': 'happy',
         'sad': 'sad', 'surprise': 'surprised', 'neutral': 'neutral'}[result.label]
     assert -1.0 <= expression.valence <= 1.0 and -1.0 <= expression.arousal <= 1.0
+
+
+@pytest.fixture()
+def second_face_model_path(tiny_face_model_path, tmp_path):
+    """Another real model file: the tiny model's layers and weights under its own id."""
+    import dataclasses
+
+    from mika_perception.face_model import load_model, save_model
+    model, metadata = load_model(tiny_face_model_path)
+    path = str(tmp_path / 'second.keras')
+    save_model(model, path, dataclasses.replace(metadata, model_id='test-second'))
+    return path
+
+
+def test_model_paths_change_at_runtime_loads_first_and_keeps_the_old_model_on_failure(
+        graph, tiny_face_model_path, second_face_model_path, tmp_path):
+    node, probe, executor, results = graph
+    publisher = probe.create_publisher(Image, 'image', sensor_qos())
+    assert spin_until(executor, lambda: publisher.get_subscription_count() > 0, 5.0)
+    processed = lambda: node._diagnostics.window.totals.get('processed', 0)  # noqa: E731
+    frames = iter(range(100))
+
+    def model_of_next_result():
+        """Frames of the face until one gives a result (a new track shows on its second)."""
+        count = len(results)
+        for _ in range(3):
+            before, i = processed(), next(frames)
+            send(node, executor, publisher, image_msg(face_frame(), T0 + i / 30),
+                 lambda: processed() > before)
+            if spin_until(executor, lambda: len(results) > count, 1.0):
+                return results[-1].model_id
+        raise AssertionError('three frames of a face gave no result')
+
+    assert model_of_next_result() == 'test-tiny'
+    corrupt = tmp_path / 'corrupt.keras'
+    corrupt.write_bytes(b'PK\x03\x04 not really a zip')
+    for bad in (str(tmp_path / 'absent.keras'), str(corrupt)):
+        outcome = node.set_parameters([Parameter('model_paths', value=[bad])])[0]
+        # the reason is ModelFileError's: the file, what is wrong, how to get a model
+        assert not outcome.successful and bad in outcome.reason and 'train' in outcome.reason
+        assert node.get_parameter('model_paths').value == [tiny_face_model_path]
+        assert model_of_next_result() == 'test-tiny'
+    track = results[-1].track_id
+    outcome = node.set_parameters([Parameter('model_paths', value=[second_face_model_path])])[0]
+    assert outcome.successful
+    assert model_of_next_result() == 'test-second'
+    assert results[-1].track_id == track  # the face is still followed across the swap
+    assert node._diagnostics.rejected == {}

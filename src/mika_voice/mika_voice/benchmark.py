@@ -336,7 +336,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from mika_voice import features
     from mika_voice.voice_model import VoiceModelError, load_voice_model
-    from mika_voice.voice_node import default_model_path
+    from mika_voice.voice_parameters import default_model_path
 
     data = Path(args.data_dir or os.environ.get('MIKA_DATA', '')
                 or Path(__file__).resolve().parents[3].parent / 'shared' / 'data')

@@ -10,14 +10,16 @@ bytes, ``AudioDataStamped``, ``AudioInfo`` with a GStreamer sample format; the
 ``audio_capture`` driver) and mgonzs13/audio_common (``AudioStamped`` with typed sample
 arrays and an integer PortAudio format in every message). The node uses whichever is
 installed.
+
+Its parameters and the pipeline assembly are ROS-free, in :mod:`mika_voice.voice_parameters`.
+``model_path`` can be changed at runtime: the new model is loaded beside the running one
+and swapped in only once it loaded.
 """
 from __future__ import annotations
 
-import importlib.util
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -26,17 +28,19 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from mika_common.diagnostics import NodeDiagnostics
-from mika_common.node_params import ParameterSet, ParamSpec
+from mika_common.node_params import ParameterSet
 from mika_common.ros_io import (
     InputWatchdog, results_qos, run_node, sec_to_stamp, stamp_to_sec)
+from mika_common.tensorflow_logging import quiet_tensorflow_start_up
 from mika_msgs.msg import EmotionResult
 from mika_voice import features
 from mika_voice.audio_decoding import (
     PORTAUDIO_FORMATS, AudioFormatError, StreamFormat, typed_to_float)
 from mika_voice.pipeline import (
-    ArrivalStamper, BoundedWorker, ChunkOutcome, RealTimeMonitor, UtteranceRejected,
-    VoicePipeline)
-from mika_voice.segmentation import SegmenterConfig, UtteranceSegmenter, VAD_METHODS
+    ArrivalStamper, BoundedWorker, ChunkOutcome, RealTimeMonitor, UtteranceRejected)
+from mika_voice.voice_parameters import (  # PARAMETERS: the node's, checked by config tests
+    PARAMETERS, SEGMENTER_PARAMETERS, assemble_voice_pipeline, default_model_path,
+    feature_extractor, load_voice_classifier, make_segmenter, voice_model_id)
 
 try:
     import audio_common_msgs.msg as audio_msgs
@@ -45,13 +49,9 @@ except ImportError:  # reported when the node starts, with how to get it
 
 FLAVOUR_ROS_DRIVERS = 'ros-drivers'
 FLAVOUR_MGONZS13 = 'mgonzs13'
-MODEL_FILE = 'voice_emotion.keras'
-INPUT_CHOICES = ('auto', 'stamped', 'plain')
 STAMPED_GRACE_S = 2.0
-RELIABILITY_CHOICES = ('auto', 'reliable', 'best_effort')
-#: Parameters that shape segmentation: a change rebuilds the segmenter.
-SEGMENTER_PARAMETERS = ('vad', 'vad_aggressiveness', 'min_utterance_s', 'max_utterance_s',
-                        'hangover_s', 'padding_s', 'running_window_s', 'running_hop_s')
+#: Parameters that give the stream format until an AudioInfo arrives.
+FORMAT_PARAMETERS = ('sample_rate', 'channels', 'sample_format', 'coding_format')
 
 
 def audio_flavour() -> Optional[str]:
@@ -63,73 +63,6 @@ def audio_flavour() -> Optional[str]:
     if hasattr(audio_msgs, 'AudioStamped'):
         return FLAVOUR_MGONZS13
     return None
-
-
-def default_model_path() -> str:
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        return str(Path(get_package_share_directory('mika_voice')) / 'models' / MODEL_FILE)
-    except (ImportError, LookupError, ValueError):
-        return str(Path(__file__).resolve().parents[1] / 'models' / MODEL_FILE)
-
-
-PARAMETERS = [
-    ParamSpec('model_path', '', 'Voice emotion model (.keras with mika.json); empty: the '
-              'model installed with mika_voice (share/mika_voice/models/voice_emotion.keras).',
-              read_only=True),
-    ParamSpec('input', 'auto', 'Which audio topic to use with ros-drivers audio_common_msgs: '
-              "'stamped' (audio_stamped, sensor stamps), 'plain' (audio, stamped on arrival), "
-              "'auto' (audio_stamped while it has a publisher, else audio).",
-              choices=INPUT_CHOICES, read_only=True),
-    ParamSpec('reliability', 'auto', "Audio subscription reliability; 'auto': reliable for "
-              'audio_capture (it publishes reliable; no chunk lost unnoticed), best_effort for '
-              "mgonzs13's SensorDataQoS publisher.", choices=RELIABILITY_CHOICES,
-              read_only=True),
-    ParamSpec('queue_depth', 50, 'Audio subscription depth in messages (50 = 5 s of '
-              '100 ms chunks).', min_value=1, max_value=1000, read_only=True),
-    ParamSpec('sample_rate', 16000, 'Stream sample rate in Hz, used until an AudioInfo '
-              'arrives (audio_capture default 16000).', min_value=4000, max_value=384000),
-    ParamSpec('channels', 1, 'Interleaved channels, used until an AudioInfo arrives.',
-              min_value=1, max_value=64),
-    ParamSpec('sample_format', 'S16LE', 'Sample format, used until an AudioInfo arrives.',
-              choices=('U8', 'S8', 'S16LE', 'S16BE', 'S24LE', 'S32LE', 'S32BE', 'F32LE',
-                       'F32BE', 'F64LE')),
-    ParamSpec('coding_format', 'wave', "Coding, used until an AudioInfo arrives: only raw "
-              "PCM ('wave') can be analysed.", choices=('wave', 'raw', 'pcm', 'mp3')),
-    ParamSpec('frame_id', 'microphone', 'frame_id of results for plain AudioData (stamped '
-              'input keeps the header frame_id).'),
-    ParamSpec('vad', 'webrtc', 'Voice activity detector: webrtc, or energy (adaptive '
-              'threshold; used automatically if webrtcvad is missing).', choices=VAD_METHODS),
-    ParamSpec('vad_aggressiveness', 2, 'webrtcvad mode: 0 lenient .. 3 strict.',
-              min_value=0, max_value=3),
-    ParamSpec('min_utterance_s', 0.5, 'Speech shorter than this is ignored (s).',
-              min_value=0.25, max_value=5.0),
-    ParamSpec('max_utterance_s', 8.0, 'Longer speech is cut into pieces of this length (s).',
-              min_value=1.0, max_value=30.0),
-    ParamSpec('hangover_s', 0.4, 'Silence that ends an utterance (s); also the delay '
-              'before a result.', min_value=0.09, max_value=3.0),
-    ParamSpec('padding_s', 0.15, 'Audio kept before the speech onset and after its end (s).',
-              min_value=0.0, max_value=1.0),
-    ParamSpec('running_window_s', 3.0, 'Long speech: window of the running estimates (s).',
-              min_value=1.0, max_value=30.0),
-    ParamSpec('running_hop_s', 1.0, 'Long speech: a running estimate every this many '
-              'seconds; 0 disables them.', min_value=0.0, max_value=30.0),
-    ParamSpec('max_clipped_fraction', 0.01, 'Utterances with more samples at digital full '
-              'scale than this fraction are not classified (gain too high).',
-              min_value=0.0, max_value=1.0),
-    ParamSpec('max_pending_utterances', 4, 'Utterances waiting for the classifier; beyond '
-              'it the oldest (running windows first) is dropped and counted.',
-              min_value=1, max_value=100, read_only=True),
-    ParamSpec('burst_factor', 3.0, 'Warn when audio arrives faster than this multiple of '
-              'real time (a replay burst or a wrong sample_rate).', min_value=1.1,
-              max_value=1000.0),
-    ParamSpec('normaliser_prior_weight', 8.0, 'Per-stream feature normalisation: weight of '
-              "the training population's statistics, in utterances.", min_value=0.1,
-              max_value=10000.0, read_only=True),
-    ParamSpec('normaliser_half_life', 100.0, 'Per-stream feature normalisation: half-life '
-              'in utterances (a new voice takes over).', min_value=1.0, max_value=100000.0,
-              read_only=True),
-]
 
 
 class VoiceNode(Node):
@@ -146,16 +79,14 @@ class VoiceNode(Node):
         self.params = ParameterSet(self, PARAMETERS, on_change=self._on_parameters)
         self.diagnostics = NodeDiagnostics(self, 'voice emotion', latency_warn_s=0.2)
         self.classifier = self._load_model()
-        self.model_id = self.classifier.metadata.model_id or Path(
-            self.classifier.path).name
+        self.model_id = voice_model_id(self.classifier)
         self._warm_up()
 
         self._lock = threading.Lock()  # pipeline state: audio callbacks vs parameter changes
-        self.pipeline = VoicePipeline(
-            None, self._make_segmenter(), features.extract_features, self.classifier,
-            max_clipped_fraction=self.params['max_clipped_fraction'])
-        self.pipeline.normaliser = self.classifier.new_stream_normaliser(
-            self.params['normaliser_prior_weight'], self.params['normaliser_half_life'])
+        self._model_lock = threading.Lock()  # a classification vs a model swap
+        self.pipeline, notes = assemble_voice_pipeline(self.params.values, self.classifier)
+        for note in notes:
+            self.get_logger().warning(note)
         self._info_format: Optional[StreamFormat] = None
         self._refused_format: Optional[str] = None
         self._frame_id = self.params['frame_id']
@@ -178,10 +109,10 @@ class VoiceNode(Node):
 
     # ----------------------------------------------------------------- start-up
     def _load_model(self):
-        from mika_voice.voice_model import VoiceModelError, load_voice_model
+        from mika_voice.voice_model import VoiceModelError
         path = self.params['model_path'] or default_model_path()
         try:
-            classifier = load_voice_model(path)
+            classifier = load_voice_classifier(self.params.values)
         except VoiceModelError as error:
             super().destroy_node()  # nothing of a node that refuses to start stays behind
             raise RuntimeError(f'voice_node cannot start: {error}') from None
@@ -196,21 +127,6 @@ class VoiceNode(Node):
         self.classifier.predict_proba(np.zeros((1, self.classifier.feature_dims), np.float32))
         self.get_logger().info(f'warmed up: features {seconds:.2f} s, classifier '
                                f'{time.perf_counter() - started:.2f} s')
-
-    def _make_segmenter(self) -> UtteranceSegmenter:
-        p = self.params
-        vad = p['vad']
-        if vad == 'webrtc' and importlib.util.find_spec('webrtcvad') is None:
-            self.get_logger().warning('webrtcvad is not installed: using the energy VAD '
-                                      '(pip install webrtcvad-wheels)')
-            vad = 'energy'
-        config = SegmenterConfig(
-            sample_rate=self.classifier.metadata.sample_rate, vad=vad,
-            aggressiveness=p['vad_aggressiveness'], min_utterance_s=p['min_utterance_s'],
-            max_utterance_s=p['max_utterance_s'], hangover_ms=int(p['hangover_s'] * 1000),
-            padding_ms=int(p['padding_s'] * 1000), running_window_s=p['running_window_s'],
-            running_hop_s=p['running_hop_s'])
-        return UtteranceSegmenter(config)
 
     def _subscribe(self) -> None:
         group = MutuallyExclusiveCallbackGroup()  # audio state is single-threaded
@@ -265,22 +181,77 @@ class VoiceNode(Node):
 
     # --------------------------------------------------------------- parameters
     def _on_parameters(self, changed: Dict) -> None:
-        if any(name in changed for name in SEGMENTER_PARAMETERS):
-            segmenter = self._make_segmenter()  # raises ValueError: the change is refused
+        """Build and check what the change needs first and install it only when all of it
+        succeeded: a ValueError refuses the whole change and the running state stays."""
+        values = self.params.values
+        classifier = self.classifier
+        if 'model_path' in changed:
+            classifier = self._load_replacement_model(values)
+        rate = classifier.metadata.sample_rate
+        segmenter = None
+        if rate != self.pipeline.sample_rate or any(
+                name in changed for name in SEGMENTER_PARAMETERS):
+            segmenter, note = make_segmenter(values, rate)  # ValueError: the change is refused
+            if note:
+                self.get_logger().warning(note)
+        formats = [name for name in FORMAT_PARAMETERS if name in changed]
+        if formats and self._info_format is None:
+            self._check_parameter_format()
+        if classifier is not self.classifier:
+            self._install_model(classifier, segmenter)
+        elif segmenter is not None:
             with self._lock:
-                position = self.pipeline.segmenter.buffer.end_index
-                segmenter.buffer.end_index = position
+                segmenter.buffer.end_index = self.pipeline.segmenter.buffer.end_index
                 self.pipeline.segmenter = segmenter
         if 'max_clipped_fraction' in changed:
             self.pipeline.max_clipped_fraction = changed['max_clipped_fraction']
-        if {'sample_rate', 'channels', 'sample_format', 'coding_format'} & set(changed):
+        if formats:
             if self._info_format is not None:
                 self.get_logger().warning('format parameters changed, but the stream\'s '
                                           'AudioInfo decides while it is published')
             else:
-                self._check_parameter_format()
                 with self._lock:
                     self._apply_parameter_format()
+
+    def _load_replacement_model(self, values):
+        """The model of a runtime model_path change, loaded and warmed up while the running
+        one keeps classifying (audio arrives in its own callback group; run_node's executor
+        has a second thread for it)."""
+        started = time.perf_counter()
+        try:
+            classifier = load_voice_classifier(values)
+            classifier.predict_proba(np.zeros((1, classifier.feature_dims), np.float32))
+        except (ValueError, RuntimeError, OSError) as error:  # VoiceModelError is one
+            self.get_logger().warning(f'model_path change refused, the running model stays: '
+                                      f'{error}')
+            raise ValueError(str(error)) from None
+        self.get_logger().info(f'loaded voice model {classifier.path} in '
+                               f'{time.perf_counter() - started:.1f} s')
+        return classifier
+
+    def _install_model(self, classifier, segmenter) -> None:
+        """Swap model, features and stream normaliser together, between classifications.
+        The normaliser restarts from the new model's training statistics; a new segmenter
+        (other parameters, or the model's sample rate) takes over the stream position, or
+        restarts the stream where the rate differs."""
+        p = self.params
+        with self._model_lock, self._lock:
+            pipeline = self.pipeline
+            if segmenter is not None and segmenter.config.sample_rate == pipeline.sample_rate:
+                segmenter.buffer.end_index = pipeline.segmenter.buffer.end_index
+                pipeline.segmenter = segmenter
+            elif segmenter is not None:  # samples are counted at the model's rate
+                stream_format = pipeline.decoder.format if pipeline.decoder else None
+                pipeline.segmenter, pipeline.decoder = segmenter, None
+                if stream_format is not None:
+                    pipeline.set_format(stream_format)
+            pipeline.classifier = classifier
+            pipeline.features = feature_extractor(classifier)
+            pipeline.normaliser = classifier.new_stream_normaliser(
+                p['normaliser_prior_weight'], p['normaliser_half_life'])
+            self.classifier = classifier
+            self.model_id = voice_model_id(classifier)
+        self.get_logger().info(f'voice model now running: {self.model_id} ({classifier.path})')
 
     def _check_parameter_format(self) -> None:
         p = self.params
@@ -478,7 +449,9 @@ class VoiceNode(Node):
     def _classify_and_publish(self, item) -> None:
         utterance, ready_at = item
         try:
-            estimate = self.pipeline.classify(utterance)
+            with self._model_lock:  # model, features and normaliser of one and the same model
+                estimate = self.pipeline.classify(utterance)
+                model_id = self.model_id
         except UtteranceRejected as error:
             self.diagnostics.reject(error.reason)
             self.get_logger().warning(f'utterance not classified: {error}',
@@ -495,7 +468,7 @@ class VoiceNode(Node):
         msg.track_id = -1
         msg.utterance_start = sec_to_stamp(utterance.start_stamp)
         msg.utterance_end = sec_to_stamp(utterance.end_stamp)
-        msg.model_id = self.model_id
+        msg.model_id = model_id
         self._publisher.publish(msg)
         self.diagnostics.count('results')
         self.diagnostics.observe_latency(time.perf_counter() - ready_at)
@@ -513,6 +486,7 @@ class VoiceNode(Node):
 
 
 def main(args: Optional[List[str]] = None) -> int:
+    quiet_tensorflow_start_up()
     return run_node(VoiceNode, args)
 
 

@@ -59,3 +59,21 @@ def voice_model_path(tmp_path_factory):
         [load_clip(r) for r in chosen], [r['speaker_or_subject'] for r in chosen],
         [r['label'] for r in chosen],
         tmp_path_factory.mktemp('voice_model') / 'tiny_voice.keras', 'test-fixture-tiny')
+
+
+@pytest.fixture(scope='session')
+def second_voice_model_path(tmp_path_factory):
+    """Another small real model, trained in seconds on other RAVDESS clips than the
+    fallback of ``voice_model_path`` (for swapping models at runtime)."""
+    pytest.importorskip('keras')
+    from mika_common.emotions import EMOTION_LABELS
+    from mika_voice.testing import train_tiny_voice_model
+
+    rows = ravdess_rows()
+    chosen = []
+    for label in EMOTION_LABELS:
+        chosen += [r for r in rows if r['label'] == label][6:9]
+    return train_tiny_voice_model(
+        [load_clip(r) for r in chosen], [r['speaker_or_subject'] for r in chosen],
+        [r['label'] for r in chosen],
+        tmp_path_factory.mktemp('second_voice_model') / 'second.keras', 'test-second-voice')

@@ -287,3 +287,36 @@ def test_missing_or_corrupt_model_refuses_to_start_naming_path_and_training(
         assert 'train_voice' in str(error.value)
     finally:
         rclpy.shutdown(context=context)
+
+
+def test_model_path_change_at_runtime_loads_first_and_keeps_the_old_model_on_failure(
+        graph, ravdess_clip, voice_model_path, second_voice_model_path, tmp_path):
+    node, executor, publishers, results = graph
+    publishers['info'].publish(audio_msgs.AudioInfo(
+        channels=1, sample_rate=RATE, sample_format='S16LE', bitrate=0, coding_format='wave'))
+    assert spin_until(executor, lambda: publishers['stamped'].get_subscription_count() > 0
+                      and node._info_format is not None, 10.0)
+    clip = np.concatenate([ravdess_clip, np.zeros(RATE, np.float32)])
+    first_model = node.model_id
+
+    def model_of_next_result(t0):
+        count = len(results)
+        play(executor, publishers['stamped'], clip, t0)
+        assert spin_until(executor, lambda: len(results) > count, 20.0), 'no EmotionResult'
+        assert sum(results[-1].probabilities) == pytest.approx(1.0, abs=1e-4)
+        return results[-1].model_id
+
+    corrupt = tmp_path / 'corrupt.keras'
+    corrupt.write_bytes(b'PK\x03\x04broken')
+    for bad in (str(tmp_path / 'absent.keras'), str(corrupt)):
+        outcome = node.set_parameters([Parameter('model_path', value=bad)])[0]
+        # the reason is VoiceModelError's: the file, what is wrong, how to train a model
+        assert not outcome.successful and bad in outcome.reason
+        assert 'train_voice' in outcome.reason
+        assert node.get_parameter('model_path').value == str(voice_model_path)
+    assert model_of_next_result(T0) == first_model
+    outcome = node.set_parameters([Parameter('model_path', value=second_voice_model_path)])[0]
+    assert outcome.successful
+    assert node.pipeline.classifier.metadata.model_id == 'test-second-voice'
+    assert model_of_next_result(T0 + 10.0) == 'test-second-voice'
+    assert node.diagnostics.rejected == {}
