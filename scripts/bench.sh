@@ -11,4 +11,5 @@ mkdir -p bench/results
 python -m mika_fusion.benchmark --output bench/results/fusion
 python -m mika_perception.benchmark --output bench/results/face
 python -m mika_voice.benchmark --output bench/results/voice
+python -m mika_evaluation.benchmark --output bench/results/evaluation
 echo "results: bench/results/"

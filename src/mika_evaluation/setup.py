@@ -15,7 +15,8 @@ setup(
     maintainer='Mika perception developers',
     maintainer_email='dev@mika-perception.org',
     description='Builds labelled evaluation bags and scores face, voice and fused emotion '
-                'output by replaying them offline through the nodes\' own core code.',
+                'output by replaying them offline through the nodes\' own core code, or live '
+                'from the running graph while a bag plays.',
     license='Apache-2.0',
     tests_require=['pytest'],
     entry_points={
@@ -23,6 +24,8 @@ setup(
             'build_eval_bag = mika_evaluation.bag_builder:main',
             'evaluate_bag = mika_evaluation.offline:main',
             'tune_fusion = mika_evaluation.tune:main',
+            'evaluator_node = mika_evaluation.evaluator_node:main',
+            'play_bag = mika_evaluation.play_bag:main',
         ],
     },
 )

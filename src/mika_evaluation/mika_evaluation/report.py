@@ -52,7 +52,7 @@ def build_report(log, timeline, params) -> Dict:
     labelled_s = sum(i.duration for i in log.truth)
     return {
         'complete': True,  # written only after the whole bag was replayed
-        'bag': log.bag, 'storage': log.storage,
+        'mode': log.mode, 'bag': log.bag, 'storage': log.storage,
         'duration_s': log.duration, 'labelled_s': labelled_s,
         'messages': log.messages, 'truth_source': log.truth_source,
         'truth_segments': len(log.truth),
@@ -88,7 +88,7 @@ def _fmt(value, digits=3) -> str:
 
 
 def markdown(report: Dict) -> str:
-    lines = [f'# Evaluation of `{Path(report["bag"]).name}`', '',
+    lines = [f'# Evaluation of `{Path(report["bag"]).name}` ({report["mode"]})', '',
              f'Bag {report["bag"]} ({report["storage"]}), {report["duration_s"]:.1f} s, '
              f'{report["truth_segments"]} labelled segments ({report["labelled_s"]:.1f} s) from '
              f'{report["truth_source"]}; parameters: {report["params"]}; models: '

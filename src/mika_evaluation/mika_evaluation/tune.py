@@ -30,11 +30,11 @@ from mika_evaluation.node_config import (
 from mika_evaluation.offline import fuse, replay
 
 DEFAULT_GRID = {
-    'voice_weight': [0.35, 0.7, 1.4],
-    'half_life_s': [1.0, 2.0, 4.0],
+    'voice_weight': [0.2, 0.35, 0.7],
+    'half_life_s': [0.5, 1.0, 2.0],
     'smoothing_time_constant_s': [0.4, 0.8, 1.6],
-    'switch_margin': [0.05, 0.1, 0.2],
-    'min_dwell_s': [0.3, 0.6, 1.2],
+    'switch_margin': [0.1, 0.2, 0.3],
+    'min_dwell_s': [0.15, 0.3, 0.6],
 }
 
 

@@ -173,7 +173,7 @@ def test_params_file_sections_are_found_as_ros_finds_them(tmp_path):
     loaded = NodeParameters.load(params)
     assert loaded.face['min_face_px'] == 24 and loaded.face['threads'] == 2
     assert loaded.fusion['voice_weight'] == 0.3
-    assert loaded.fusion['half_life_s'] == 2.0  # the node's default
+    assert loaded.fusion['half_life_s'] == 1.0  # the node's default
 
 
 def test_the_launch_files_params_are_used():

@@ -15,6 +15,13 @@ bag time in offline evaluation), so the same inputs always give the same states.
 - Face tracks die: a track absent from face results newer than its own by more than
   ``face_track_timeout_s`` is forgotten, so a person who left is not followed for
   ``max_age_s`` while another is in view.
+- Only current faces are selected: with ``largest`` or ``most_confident``, a face whose
+  result is older than the newest face result by more than ``face_fresh_window_s`` is
+  passed over. The face pipeline reports every live track in every frame (coasting ones
+  too), so such a face is a track the tracker dropped or restarted, not a missed
+  detection; its last (larger, surer) result must not outvote the current frame for the
+  rest of ``face_track_timeout_s``. The window only spans the faces of one frame, which
+  arrive one message at a time.
 """
 from __future__ import annotations
 
@@ -46,16 +53,17 @@ class FusionConfig:
     """Tuning of the fusion; the defaults are those of config/perception.yaml."""
 
     face_weight: float = 1.0
-    voice_weight: float = 0.7
-    half_life_s: float = 2.0
+    voice_weight: float = 0.35
+    half_life_s: float = 1.0
     max_age_s: float = 6.0
     max_future_s: float = 0.5
     face_selection: str = 'largest'
     target_track_id: int = -1
     face_track_timeout_s: float = 1.0
+    face_fresh_window_s: float = 0.25
     smoothing_time_constant_s: float = 0.8
-    switch_margin: float = 0.1
-    min_dwell_s: float = 0.6
+    switch_margin: float = 0.2
+    min_dwell_s: float = 0.3
     probability_sum_tolerance: float = 0.05
 
     def __post_init__(self):
@@ -76,6 +84,8 @@ class FusionConfig:
             problems.append("face_selection 'track_id' needs target_track_id >= 0")
         if self.face_track_timeout_s <= 0:
             problems.append('face_track_timeout_s must be > 0')
+        if self.face_fresh_window_s < 0:
+            problems.append('face_fresh_window_s must be >= 0')
         if self.smoothing_time_constant_s < 0 or self.min_dwell_s < 0:
             problems.append('smoothing_time_constant_s and min_dwell_s must be >= 0')
         if not 0 <= self.switch_margin < 1:
@@ -269,9 +279,12 @@ class EmotionFuser:
         policy = self.config.face_selection
         if policy == 'track_id':
             return self._faces.get(self.config.target_track_id)
+        newest = max(o.stamp for o in self._faces.values())
+        current = [o for o in self._faces.values()
+                   if o.stamp >= newest - self.config.face_fresh_window_s]
         if policy == 'most_confident':
-            return max(self._faces.values(), key=lambda o: (o.confidence, o.area))
-        return max(self._faces.values(), key=lambda o: (o.area, o.confidence))
+            return max(current, key=lambda o: (o.confidence, o.area))
+        return max(current, key=lambda o: (o.area, o.confidence))
 
     def _smooth(self, fused: np.ndarray, now: float) -> None:
         if self._smoothed is None or self._last_update is None:

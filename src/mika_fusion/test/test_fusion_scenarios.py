@@ -153,9 +153,48 @@ def test_a_face_track_that_left_is_forgotten_and_the_remaining_face_followed():
         state = fuser.update(t)
         followed[round(t - 100.0, 1)] = (state.contributions[0].track_id, state.emotion)
     assert followed[1.9] == (5, 'sad')
-    assert followed[2.5][0] == 5  # within face_track_timeout_s it may just be a missed frame
-    assert followed[3.0][0] == 3  # then it is dead: well before max_age_s (6 s)
+    # the pipeline reports coasting tracks, so a track missing from newer frames is gone:
+    # the remaining face is followed once face_fresh_window_s has passed
+    assert followed[round(1.9 + config.face_fresh_window_s + 0.1, 1)][0] == 3
     assert followed[5.9] == (3, 'happy')
+
+
+@pytest.mark.parametrize('selection', ['largest', 'most_confident'])
+def test_a_stale_face_result_does_not_win_over_the_current_frame(selection):
+    """The tracker restarts a person's track (new id, a slightly smaller smoothed box) as
+    they turn happy: the old track's last, larger and surer result must not be followed
+    for the second it is kept (face_track_timeout_s) while the fresh one is there."""
+    config = FusionConfig(face_selection=selection, smoothing_time_constant_s=0.0,
+                          min_dwell_s=0.0)
+    fuser = EmotionFuser(config)
+    feed(fuser, config, FACE, 100.0, one_hot('sad', 0.95), track_id=5, area=400.0)
+    assert fuser.update(100.0).emotion == 'sad'
+    followed = []
+    for step in range(1, 10):  # 0.1 .. 0.9 s: inside face_track_timeout_s (1 s)
+        t = 100.0 + step / RATE_HZ
+        feed(fuser, config, FACE, t, one_hot('happy', 0.8), track_id=9, area=380.0)
+        state = fuser.update(t)
+        followed.append((round(t - 100.0, 1), state.contributions[0].track_id,
+                         state.emotion))
+    fresh = [(t, track, emotion) for t, track, emotion in followed
+             if t > config.face_fresh_window_s]
+    assert fresh and all(track == 9 and emotion == 'happy' for _, track, emotion in fresh), \
+        followed
+
+
+def test_faces_of_one_frame_arriving_one_by_one_keep_the_selection_steady():
+    """Each face is its own message: the larger face of the previous frame stays eligible
+    until its own result of the new frame arrives (within face_fresh_window_s)."""
+    config = FusionConfig()
+    fuser = EmotionFuser(config)
+    followed = []
+    for step in range(30):
+        t = 100.0 + step / 15.0  # 15 FPS
+        feed(fuser, config, FACE, t, one_hot('happy'), track_id=3, area=90.0)
+        followed.append(fuser.update(t).contributions[0].track_id)
+        feed(fuser, config, FACE, t, one_hot('sad'), track_id=5, area=400.0)
+        followed.append(fuser.update(t).contributions[0].track_id)
+    assert set(followed[1:]) == {5}  # the first update saw only the small face
 
 
 def test_voice_age_counts_from_the_end_of_the_utterance():
@@ -286,6 +325,7 @@ def test_probabilities_in_another_label_order_are_reordered():
     (dict(face_selection='track_id'), 'target_track_id'),
     (dict(switch_margin=1.0), 'switch_margin'),
     (dict(face_track_timeout_s=0.0), 'face_track_timeout_s'),
+    (dict(face_fresh_window_s=-0.1), 'face_fresh_window_s'),
 ])
 def test_inconsistent_configurations_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):

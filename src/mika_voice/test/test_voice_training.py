@@ -86,3 +86,45 @@ def test_metrics_restricted_to_shared_classes():
     assert result['accuracy'] == pytest.approx(0.5)
     assert result['confusion'] == [[1, 1], [1, 1]]
     assert result['largest_prediction_share'] == {'label': 'angry', 'share': 0.5}
+
+
+def ravdess_like_corpus(actors=6):
+    data = fake_corpus(speakers=actors)
+    data.speakers = np.array([f'ravdess_{int(s[1:]) + 1:02d}' for s in data.speakers])
+    return data
+
+
+def test_excluded_speakers_are_gone_with_their_augmented_copies():
+    data = ravdess_like_corpus()
+    kept = train_voice.select_speakers(data, exclude_speakers=['05', 'ravdess_06'])
+    assert sorted(set(kept.speakers)) == ['ravdess_01', 'ravdess_02', 'ravdess_03',
+                                          'ravdess_04']
+    rows = np.flatnonzero(np.isin(data.speakers, kept.speakers))
+    assert np.array_equal(kept.features, data.features[rows])
+    assert np.array_equal(kept.augmented, data.augmented[:, rows])
+    assert np.array_equal(kept.labels, data.labels[rows])
+    only = train_voice.select_speakers(data, train_speakers=['01', '02', 'ravdess_03'])
+    assert sorted(set(only.speakers)) == ['ravdess_01', 'ravdess_02', 'ravdess_03']
+    assert len(train_voice.select_speakers(data).labels) == len(data.labels)
+
+
+def test_a_speaker_name_that_matches_nobody_is_refused():
+    data = ravdess_like_corpus()
+    with pytest.raises(ValueError, match="'17' is not in corpus"):
+        train_voice.select_speakers(data, exclude_speakers=['17'])  # actors 01-06 only
+    with pytest.raises(ValueError, match='need at least 2'):
+        train_voice.select_speakers(data, train_speakers=['01'])
+
+
+def test_speaker_sets_are_described_as_ranges():
+    assert train_voice.describe_speakers(
+        [f'ravdess_{i:02d}' for i in (1, 2, 3, 4, 7, 9, 10)]) == '01-04,07,09-10'
+    assert train_voice.describe_speakers(['03', '08']) == '03,08'
+
+
+def test_speaker_options_of_the_command():
+    args = train_voice.parse_args(['--output-dir', 'x', '--exclude-speakers', '15', '16'])
+    assert args.exclude_speakers == ['15', '16'] and args.train_speakers is None
+    with pytest.raises(SystemExit):
+        train_voice.parse_args(['--output-dir', 'x', '--exclude-speakers', '15',
+                                '--train-speakers', '01'])

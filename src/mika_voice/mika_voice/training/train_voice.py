@@ -12,6 +12,11 @@ classes both share. Augmented copies are used for training rows only. Test featu
 standardised per speaker two ways: with all of that speaker's clips ("offline") and with
 the node's running per-stream standardiser fed the clips one by one in random order
 ("stream", what the node does).
+
+``--exclude-speakers 15 16 17 18 19 20`` (or ``--train-speakers``) keeps RAVDESS actors out of
+everything (cross-validation, cross-corpus, the final model), so that they stay unseen for a
+later test (an evaluation bag); the speakers used and held out are recorded in the metrics and
+in the model's metadata.
 """
 from __future__ import annotations
 
@@ -273,6 +278,51 @@ def cross_validate(data: CorpusFeatures, config: TrainConfig, folds: int,
             'folds': [list(map(str, g)) for g in speaker_folds(data.speakers, folds)]}
 
 
+def _speaker_matches(speaker: str, given: str) -> bool:
+    """``given`` names ``speaker`` in full (``ravdess_17``) or by its number (``17``)."""
+    return speaker == given or speaker.rsplit('_', 1)[-1] == given
+
+
+def select_speakers(data: CorpusFeatures, train_speakers: Optional[Sequence[str]] = None,
+                    exclude_speakers: Optional[Sequence[str]] = None) -> CorpusFeatures:
+    """The clips (and their augmented copies) of the chosen speakers only: those named in
+    ``train_speakers`` (all when None) minus those in ``exclude_speakers``. A name that
+    matches no speaker raises ``ValueError`` (a typo must not silently train on everyone)."""
+    present = sorted(set(data.speakers.tolist()))
+    for given in list(train_speakers or []) + list(exclude_speakers or []):
+        if not any(_speaker_matches(s, given) for s in present):
+            raise ValueError(f'speaker {given!r} is not in corpus {data.name} '
+                             f'(speakers: {", ".join(present)})')
+
+    def named(speaker, names):
+        return any(_speaker_matches(speaker, given) for given in names)
+    chosen = [s for s in present
+              if (train_speakers is None or named(s, train_speakers))
+              and not named(s, exclude_speakers or [])]
+    if len(chosen) < 2:
+        raise ValueError(f'{len(chosen)} training speaker(s) left in {data.name}: '
+                         'need at least 2 (speaker-disjoint folds)')
+    keep = np.isin(data.speakers, chosen)
+    return CorpusFeatures(data.name, data.features[keep], data.augmented[:, keep],
+                          data.labels[keep], data.speakers[keep], data.paths[keep],
+                          data.feature_names, data.feature_version)
+
+
+def describe_speakers(speakers: Sequence[str]) -> str:
+    """``ravdess_01 .. ravdess_14`` -> ``01-14``; runs of consecutive numbers as ranges."""
+    names = sorted({s.rsplit('_', 1)[-1] for s in speakers})
+    if not all(n.isdigit() for n in names):
+        return ','.join(names)
+    numbers = sorted(names, key=int)
+    runs: List[List[str]] = []
+    for name in numbers:
+        if runs and int(name) == int(runs[-1][-1]) + 1:
+            runs[-1].append(name)
+        else:
+            runs.append([name])
+    return ','.join(r[0] if len(r) == 1 else f'{r[0]}-{r[-1]}' for r in runs)
+
+
 def fit_on_corpus(data: CorpusFeatures, config: TrainConfig) -> Trained:
     x, y = training_rows(data, np.arange(len(data.labels)), config)
     return fit(x, y, config)
@@ -309,8 +359,15 @@ def run(args) -> Dict:
         log_lines.append(message)
 
     started = time.perf_counter()
-    ravdess = corpus_features(data_dir / 'ravdess', args.cache_dir, args.augment_rounds,
-                              args.feature_set, log=log)
+    ravdess_all = corpus_features(data_dir / 'ravdess', args.cache_dir, args.augment_rounds,
+                                  args.feature_set, log=log)
+    ravdess = select_speakers(ravdess_all, args.train_speakers, args.exclude_speakers)
+    speakers = sorted(set(ravdess.speakers.tolist()))
+    held_out = sorted(set(ravdess_all.speakers.tolist()) - set(speakers))
+    actors = describe_speakers(speakers)
+    if held_out:
+        log(f'RAVDESS actors {actors} only; held out of all training: '
+            f'{describe_speakers(held_out)}')
     emodb = corpus_features(data_dir / 'emodb', args.cache_dir, args.augment_rounds,
                             args.feature_set, log=log)
     log(f'features ready: ravdess {ravdess.features.shape}, emodb {emodb.features.shape} '
@@ -320,6 +377,7 @@ def run(args) -> Dict:
     report: Dict = {'feature_version': ravdess.feature_version,
                     'feature_set': args.feature_set, 'feature_dims': len(ravdess.feature_names),
                     'augment_rounds': args.augment_rounds, 'config': vars(base),
+                    'ravdess_speakers': speakers, 'ravdess_held_out_speakers': held_out,
                     'command': ' '.join(sys.argv), 'results': {}}
     results = report['results']
 
@@ -327,7 +385,7 @@ def run(args) -> Dict:
     cv_main = None
     for kind in compare:
         config = TrainConfig(**{**vars(base), 'kind': kind})
-        log(f'RAVDESS 5-fold leave-4-actors-out CV, model {kind}')
+        log(f'RAVDESS actors {actors}: 5-fold leave-speakers-out CV, model {kind}')
         cv = cross_validate(ravdess, config, 5, log)
         if kind == base.kind:
             cv_main = cv
@@ -379,10 +437,12 @@ def run(args) -> Dict:
             feature_names=list(ravdess.feature_names), sample_rate=feature_module.SAMPLE_RATE,
             label_names=list(EMOTION_LABELS), population_mean=mean.tolist(),
             within_speaker_std=std.tolist(), temperature=temperature,
-            model_id=f'mika-voice-{base.kind}-ravdess20-{ravdess.feature_version}',
-            training={'data': 'RAVDESS speech actors 01-20 (CC BY-NC-SA 4.0), 7 classes, '
+            model_id=(f'mika-voice-{base.kind}-ravdess{len(speakers)}'
+                      f'{"-" + actors if held_out else ""}-{ravdess.feature_version}'),
+            training={'data': f'RAVDESS speech actors {actors} (CC BY-NC-SA 4.0), 7 classes, '
                               f'{len(ravdess.labels)} clips + {args.augment_rounds} '
                               'augmented copies each',
+                      'speakers': speakers, 'held_out_speakers': held_out,
                       'command': report['command'], 'config': vars(base),
                       'ravdess_cv_offline_accuracy': cv_offline['accuracy'],
                       'ravdess_cv_stream_accuracy': cv_stream['accuracy']})
@@ -418,9 +478,15 @@ def parse_args(argv: Optional[Sequence[str]] = None):
                              '<repo>/../shared/data)')
     parser.add_argument('--output-dir', required=True, help='metrics JSON and PNGs go here')
     parser.add_argument('--model-out', default=None,
-                        help='write the model trained on all RAVDESS actors here (.keras)')
+                        help='write the model trained on all chosen RAVDESS actors here (.keras)')
     parser.add_argument('--cache-dir', default=None,
                         help='feature cache (default $MIKA_CACHE or <repo>/.cache/mika_voice)')
+    chosen = parser.add_mutually_exclusive_group()
+    chosen.add_argument('--train-speakers', nargs='+', default=None, metavar='ID',
+                        help='RAVDESS actors to use (ravdess_03 or 03); default all')
+    chosen.add_argument('--exclude-speakers', nargs='+', default=None, metavar='ID',
+                        help='RAVDESS actors kept out of all training and evaluation here, '
+                             'e.g. 15 16 17 18 19 20 for an evaluation bag on them')
     parser.add_argument('--model-kind', choices=MODEL_KINDS, default='attention')
     parser.add_argument('--compare', nargs='*', choices=MODEL_KINDS, default=['mlp', 'logreg'],
                         help='other model kinds to cross-validate on RAVDESS for comparison')
