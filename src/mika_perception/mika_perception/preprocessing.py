@@ -116,12 +116,13 @@ def _scale(grey: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return values
 
 
-def preprocess_face(image: np.ndarray, box: Optional[Box] = None,
-                    spec: PreprocessSpec = PreprocessSpec()) -> np.ndarray:
-    """One face as float32 model input of shape ``spec.input_shape``.
+def face_crop(image: np.ndarray, box: Optional[Box] = None,
+              spec: PreprocessSpec = PreprocessSpec()) -> np.ndarray:
+    """The grey uint8 ``size`` x ``size`` face before equalisation and scaling.
 
-    ``image`` is BGR, BGRA or grey (uint8/uint16); ``box`` is (x, y, w, h) in pixels or
-    ``None`` when the image already is a face crop (FER-2013).
+    ``preprocess_face(face_crop(image, box, spec), None, spec)`` equals
+    ``preprocess_face(image, box, spec)``: datasets store this crop (small, and it can be
+    augmented like a FER-2013 image) and still feed the model exactly what the node does.
     """
     grey = to_grey(crop_with_margin(np.asarray(image), box, spec.margin))
     if grey.size == 0:
@@ -130,8 +131,17 @@ def preprocess_face(image: np.ndarray, box: Optional[Box] = None,
         shrinking = grey.shape[0] > spec.size or grey.shape[1] > spec.size
         grey = cv2.resize(grey, (spec.size, spec.size),
                           interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-    grey = np.ascontiguousarray(grey)
-    return _scale(_equalise(grey, spec), spec)[:, :, np.newaxis]
+    return np.ascontiguousarray(grey)
+
+
+def preprocess_face(image: np.ndarray, box: Optional[Box] = None,
+                    spec: PreprocessSpec = PreprocessSpec()) -> np.ndarray:
+    """One face as float32 model input of shape ``spec.input_shape``.
+
+    ``image`` is BGR, BGRA or grey (uint8/uint16); ``box`` is (x, y, w, h) in pixels or
+    ``None`` when the image already is a face crop (FER-2013).
+    """
+    return _scale(_equalise(face_crop(image, box, spec), spec), spec)[:, :, np.newaxis]
 
 
 def preprocess_faces(image: np.ndarray, boxes: Sequence[Optional[Box]],
