@@ -36,6 +36,7 @@ from mika_evaluation.bag_format import (
     AUDIO_INFO_TOPIC, AUDIO_INFO_TYPE, AUDIO_TOPIC, AUDIO_TYPE, CAMERA_TOPIC, IMAGE_TYPE,
     TRUTH_TOPIC, TRUTH_TYPE, BagError, Interval, intervals_from_label_messages,
     make_typestore, read_custom_data, read_truth_csv)
+from mika_common.tensorflow_logging import quiet_tensorflow_start_up
 from mika_evaluation.node_config import (
     ConfigError, NodeParameters, build_face_pipeline, build_voice_pipeline, fusion_config)
 
@@ -418,6 +419,7 @@ def parse_args(argv: Optional[Sequence[str]] = None):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    quiet_tensorflow_start_up()
     args = parse_args(argv)
     try:
         report = evaluate(args.bag, args.params, args.output_dir, args.labels, args.face_model,

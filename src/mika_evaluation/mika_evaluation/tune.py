@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import yaml
 
+from mika_common.tensorflow_logging import quiet_tensorflow_start_up
 from mika_evaluation import metrics
 from mika_evaluation.bag_format import BagError, label_at
 from mika_evaluation.node_config import (
@@ -138,6 +139,7 @@ def parse_args(argv: Optional[Sequence[str]] = None):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    quiet_tensorflow_start_up()
     args = parse_args(argv)
     try:
         grid = parse_grid(args.grid)

@@ -16,6 +16,8 @@ import argparse
 import sys
 from typing import List, Optional, Sequence
 
+from mika_common.tensorflow_logging import quiet_tensorflow_start_up
+
 MODALITIES = ('face', 'voice')
 
 
@@ -43,6 +45,7 @@ def main_voice(argv: List[str]) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    quiet_tensorflow_start_up()
     argv = list(sys.argv[1:] if argv is None else argv)
     first = argparse.ArgumentParser(add_help=False)
     first.add_argument('--modality', choices=MODALITIES)

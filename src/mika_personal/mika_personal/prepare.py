@@ -12,11 +12,11 @@ pickled objects (``numpy.load(..., allow_pickle=False)`` reads them).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from mika_common.tensorflow_logging import quiet_tensorflow_start_up
 from mika_evaluation.bag_format import BagError
 from mika_personal.sessions import SessionError, find_sessions
 
@@ -78,7 +78,7 @@ def parse_args(argv: Optional[Sequence[str]] = None):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    quiet_tensorflow_start_up()
     args = parse_args(argv)
     sessions = find_sessions(args.sessions)
     if not sessions:
