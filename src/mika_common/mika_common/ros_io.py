@@ -69,20 +69,34 @@ def sec_to_stamp(seconds: float) -> Time:
 
 
 def run_node(node_factory: Callable[[], Node], args: Optional[List[str]] = None,
-             threads: int = 2) -> int:
+             threads: int = 2, *, finished: Optional[Callable[[Node], bool]] = None,
+             on_exit: Optional[Callable[[Node], None]] = None,
+             exit_code: Optional[Callable[[Node], int]] = None,
+             ros_signal_handlers: bool = True) -> int:
     """Create the node, spin it until Ctrl-C or shutdown, and clean up.
 
     A node that refuses to start (missing model, invalid parameters) raises from its
     constructor: the reason is printed and the process exits 1, so launch's respawn and
-    the user both see why.
+    the user both see why. For a node with an end of its own: ``finished`` stops spinning
+    once it says so, ``on_exit`` runs before the node is destroyed however spinning ended
+    (save partial work), ``exit_code`` gives the process's status.
+    ``ros_signal_handlers`` False leaves Ctrl-C to Python (a KeyboardInterrupt), so that
+    ``on_exit`` can still publish before ROS shuts down.
     """
-    rclpy.init(args=args if args is not None else sys.argv)
+    from rclpy.signals import SignalHandlerOptions
+    rclpy.init(args=args if args is not None else sys.argv,
+               signal_handler_options=(SignalHandlerOptions.ALL if ros_signal_handlers
+                                       else SignalHandlerOptions.NO))
     node = None
     try:
         node = node_factory()
         executor = MultiThreadedExecutor(num_threads=threads)
         executor.add_node(node)
-        executor.spin()
+        if finished is None:
+            executor.spin()
+        else:
+            while rclpy.ok() and not finished(node):
+                executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (ValueError, RuntimeError, OSError) as error:
@@ -90,9 +104,11 @@ def run_node(node_factory: Callable[[], Node], args: Optional[List[str]] = None,
         return 1
     finally:
         if node is not None:
+            if on_exit is not None:
+                on_exit(node)
             node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return exit_code(node) if exit_code is not None else 0
 
 
 class InputWatchdog:

@@ -2,6 +2,7 @@
 
 Used by the in-process and process-level tests of every package (not by the nodes).
 """
+import contextlib
 import os
 import pathlib
 import signal
@@ -17,6 +18,24 @@ def spin_until(executor, predicate, timeout_s):
         if predicate():
             return True
     return predicate()
+
+
+@contextlib.contextmanager
+def probe_node(name):
+    """(node, executor) in this process, in a context of its own, for talking to node
+    processes over DDS; shut down on leaving."""
+    import rclpy
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node(name, context=context)
+    executor = rclpy.executors.SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    try:
+        yield node, executor
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
 
 
 class NodeProcess:

@@ -29,7 +29,7 @@ import numpy as np
 from mika_common.emotions import EMOTION_LABELS
 from mika_evaluation.bag_format import (
     AUDIO_INFO_TOPIC, AUDIO_INFO_TYPE, AUDIO_TOPIC, AUDIO_TYPE, CAMERA_TOPIC, IMAGE_TYPE,
-    TRUTH_TOPIC, TRUTH_TYPE, Interval, make_typestore, write_truth_csv)
+    TRUTH_TOPIC, TRUTH_TYPE, Interval, make_typestore, offered_qos, write_truth_csv)
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.pgm')
 SAMPLE_RATE = 16000
@@ -256,16 +256,6 @@ def audio_track(segments: Sequence[Segment], start_s: float, end_s: float,
 
 
 # ----------------------------------------------------------------------------- writing
-def _qos(latched: bool, reliable: bool):
-    from rosbags.interfaces import (
-        Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime)
-    zero = QosTime(0, 0)
-    return Qos(QosHistory.KEEP_LAST, 1,
-               QosReliability.RELIABLE if reliable else QosReliability.BEST_EFFORT,
-               QosDurability.TRANSIENT_LOCAL if latched else QosDurability.VOLATILE,
-               zero, zero, QosLiveliness.AUTOMATIC, zero, False)
-
-
 def write_bag(path: Path, segments: Sequence[Segment], config: LayoutConfig,
               storage: str, manifest: Dict) -> List[Interval]:
     """Write the bag; returns the ground-truth intervals (bag time)."""
@@ -294,14 +284,14 @@ def write_bag(path: Path, segments: Sequence[Segment], config: LayoutConfig,
     events: List[Tuple[float, int, object]] = []  # (time, order, what); frames drawn later
     with Writer(path, version=9, storage_plugin=plugin) as writer:
         image_conn = writer.add_connection(CAMERA_TOPIC, IMAGE_TYPE, typestore=typestore,
-                                           offered_qos_profiles=[_qos(False, False)])
+                                           offered_qos_profiles=[offered_qos(False, False)])
         audio_conn = writer.add_connection(AUDIO_TOPIC, AUDIO_TYPE, typestore=typestore,
-                                           offered_qos_profiles=[_qos(False, True)])
+                                           offered_qos_profiles=[offered_qos(False, True)])
         info_conn = writer.add_connection(AUDIO_INFO_TOPIC, AUDIO_INFO_TYPE,
                                           typestore=typestore,
-                                          offered_qos_profiles=[_qos(True, True)])
+                                          offered_qos_profiles=[offered_qos(True, True)])
         truth_conn = writer.add_connection(TRUTH_TOPIC, TRUTH_TYPE, typestore=typestore,
-                                           offered_qos_profiles=[_qos(True, True)])
+                                           offered_qos_profiles=[offered_qos(True, True)])
         writer.set_custom_data(MANIFEST_KEY, json.dumps(manifest))
 
         def put(connection, time_s, message):

@@ -62,6 +62,18 @@ def make_typestore():
     return typestore
 
 
+def offered_qos(latched: bool, reliable: bool):
+    """The QoS a bag records as its publisher's offer (keep last 1), so that a replay
+    latches ``/audio_info`` and is reliable where the live publisher is."""
+    from rosbags.interfaces import (
+        Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime)
+    zero = QosTime(0, 0)
+    return Qos(QosHistory.KEEP_LAST, 1,
+               QosReliability.RELIABLE if reliable else QosReliability.BEST_EFFORT,
+               QosDurability.TRANSIENT_LOCAL if latched else QosDurability.VOLATILE,
+               zero, zero, QosLiveliness.AUTOMATIC, zero, False)
+
+
 @dataclass(frozen=True)
 class Interval:
     start: float  # seconds, bag time

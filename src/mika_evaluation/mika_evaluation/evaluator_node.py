@@ -15,7 +15,6 @@ shutdown (Ctrl-C) if something arrived since the last report.
 """
 from __future__ import annotations
 
-import sys
 import time
 from typing import List, Optional
 
@@ -27,7 +26,8 @@ from rosgraph_msgs.msg import Clock as ClockMessage
 from std_msgs.msg import String
 
 from mika_common.node_params import ParameterSet
-from mika_common.ros_io import InputWatchdog, latched_qos, results_qos, stamp_to_sec
+from mika_common.ros_io import (
+    InputWatchdog, latched_qos, results_qos, run_node, stamp_to_sec)
 from mika_evaluation.bag_format import BagError
 from mika_evaluation.live import PARAMETERS, LiveRecording, LiveSettings, summary_line
 from mika_msgs.msg import EmotionResult, FusedEmotion
@@ -162,27 +162,8 @@ class EvaluatorNode(Node):
 
 
 def main(args: Optional[List[str]] = None) -> int:
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-    rclpy.init(args=args if args is not None else sys.argv)
-    node = None
-    try:
-        node = EvaluatorNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        while rclpy.ok() and not node.finished:
-            executor.spin_once(timeout_sec=0.2)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        if node is not None:
-            node.on_shutdown()
-    except ValueError as error:  # invalid parameters, params file or label file
-        print(f'[FATAL] {error}', file=sys.stderr, flush=True)
-        return 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return node.exit_code if node is not None else 0
+    return run_node(EvaluatorNode, args, threads=1, finished=lambda node: node.finished,
+                    on_exit=EvaluatorNode.on_shutdown, exit_code=lambda node: node.exit_code)
 
 
 if __name__ == '__main__':

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -145,26 +145,36 @@ def markdown(report: Dict) -> str:
     return '\n'.join(lines)
 
 
+def draw_confusion(axis, matrix, labels: Sequence[str], title: str,
+                   cells: str = 'share') -> None:
+    """One confusion matrix on a matplotlib ``axis`` (rows: truth), coloured by the share
+    of each row; each non-empty cell shows its ``cells``: 'share' or 'count'."""
+    matrix = np.asarray(matrix, float)
+    rows = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+    axis.imshow(shares, cmap='Blues', vmin=0, vmax=1)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            if matrix[i, j]:
+                axis.text(j, i, f'{shares[i, j]:.2f}' if cells == 'share' else int(matrix[i, j]),
+                          ha='center', va='center', fontsize=7 if cells == 'share' else 8,
+                          color='white' if shares[i, j] > 0.5 else 'black')
+    axis.set_xticks(range(len(labels)), labels, rotation=45, ha='right', fontsize=8)
+    axis.set_yticks(range(len(labels)), labels, fontsize=8)
+    axis.set_xlabel('predicted')
+    axis.set_ylabel('true')
+    axis.set_title(title, fontsize=9)
+
+
 def plot_confusions(report: Dict, path: Path) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.8))
     for axis, source in zip(axes, SOURCES):
-        matrix = np.asarray(report['timeline'][source]['confusion_matrix'], float)
-        rows = matrix.sum(axis=1, keepdims=True)
-        shares = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
-        axis.imshow(shares, cmap='Blues', vmin=0, vmax=1)
-        for i in range(len(EMOTION_LABELS)):
-            for j in range(len(EMOTION_LABELS)):
-                if matrix[i, j]:
-                    axis.text(j, i, f'{shares[i, j]:.2f}', ha='center', va='center', fontsize=7,
-                              color='white' if shares[i, j] > 0.5 else 'black')
-        axis.set_xticks(range(len(EMOTION_LABELS)), EMOTION_LABELS, rotation=45, fontsize=8)
-        axis.set_yticks(range(len(EMOTION_LABELS)), EMOTION_LABELS, fontsize=8)
-        axis.set_xlabel('predicted')
-        axis.set_ylabel('true')
-        axis.set_title(f'{source}: accuracy {_fmt(report["timeline"][source]["accuracy"])}')
+        timeline = report['timeline'][source]
+        draw_confusion(axis, timeline['confusion_matrix'], EMOTION_LABELS,
+                       f'{source}: accuracy {_fmt(timeline["accuracy"])}')
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -196,7 +206,8 @@ def plot_timeline(log, timeline, path: Path) -> None:
     plt.close(figure)
 
 
-def _json_default(value):
+def json_default(value):
+    """``json.dumps(default=...)`` for numpy scalars and arrays in reports."""
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
     if isinstance(value, np.ndarray):
@@ -211,4 +222,4 @@ def write_report(report: Dict, log, timeline, output_dir: Path, plots: bool = Tr
         plot_timeline(log, timeline, output_dir / 'timeline.png')
     (output_dir / 'report.md').write_text(markdown(report))
     # JSON last: its presence means the report is whole
-    (output_dir / 'report.json').write_text(json.dumps(report, indent=1, default=_json_default))
+    (output_dir / 'report.json').write_text(json.dumps(report, indent=1, default=json_default))

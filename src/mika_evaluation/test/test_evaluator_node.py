@@ -7,25 +7,18 @@ import time
 
 import pytest
 
-rclpy = pytest.importorskip('rclpy')
+pytest.importorskip('rclpy')
 
 from mika_common.emotions import EMOTION_LABELS  # noqa: E402
 from mika_common.ros_io import latched_qos, results_qos, sec_to_stamp  # noqa: E402
-from mika_common.testing import NodeProcess, spin_until  # noqa: E402
+from mika_common.testing import NodeProcess, probe_node, spin_until  # noqa: E402
 from mika_msgs.msg import EmotionResult, FusedEmotion  # noqa: E402
 
 
 @pytest.fixture
 def ros_node():
-    context = rclpy.context.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node('evaluator_test_probe', context=context)
-    executor = rclpy.executors.SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    yield node, executor
-    executor.shutdown()
-    node.destroy_node()
-    rclpy.shutdown(context=context)
+    with probe_node('evaluator_test_probe') as probe:
+        yield probe
 
 
 def evaluator(*parameters):

@@ -27,10 +27,11 @@ import numpy as np
 from mika_common.emotions import EMOTION_LABELS
 from mika_evaluation.bag_format import (
     IMAGE_TYPE, BagError, Interval, label_at, read_truth_csv)
-from mika_evaluation.offline import open_bag
 from mika_perception.preprocessing import PreprocessSpec, face_crop, preprocess_face
 from mika_personal.session_writer import COMPRESSED_TYPE, ROLE_CAMERA
-from mika_personal.sessions import SessionError, SessionInfo, session_paths
+from mika_personal.sessions import (
+    SessionError, SessionInfo, bag_messages, counts_per_session, extract_sessions,
+    load_prepared, save_prepared, session_paths)
 
 CAMERA_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
 DATASET_FORMAT = 'mika-personal-faces/1'
@@ -109,37 +110,23 @@ class FaceDataset:
                    np.concatenate([p.times for p in parts]), specs.pop(), info)
 
     def save(self, path: Path) -> Path:
-        """A plain ``.npz`` (no pickled objects): strings as fixed-width unicode arrays."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(
-            path, format=np.array(DATASET_FORMAT), crops=self.crops, labels=self.labels,
+        """Strings as fixed-width unicode arrays, spec and info as JSON."""
+        return save_prepared(
+            path, DATASET_FORMAT, crops=self.crops, labels=self.labels,
             session_ids=self.session_ids, times=self.times,
             preprocess=np.array(json.dumps(self.spec.to_dict())),
             info=np.array(json.dumps(self.info)))
-        return path
 
     @classmethod
     def load(cls, path: Path) -> 'FaceDataset':
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                if str(data['format']) != DATASET_FORMAT:
-                    raise ValueError(f'format {str(data["format"])!r}, expected '
-                                     f'{DATASET_FORMAT!r}')
-                return cls(data['crops'], data['labels'], data['session_ids'], data['times'],
-                           PreprocessSpec.from_dict(json.loads(str(data['preprocess']))),
-                           json.loads(str(data['info'])))
-        except (OSError, KeyError, ValueError) as error:
-            raise ValueError(f'face dataset {path}: {error} (make it with prepare_sessions)'
-                             ) from None
+        return load_prepared(path, DATASET_FORMAT, lambda data: cls(
+            data['crops'], data['labels'], data['session_ids'], data['times'],
+            PreprocessSpec.from_dict(json.loads(str(data['preprocess']))),
+            json.loads(str(data['info']))), 'face dataset', 'prepare_sessions')
 
     def summary(self) -> Dict[str, Dict[str, int]]:
         """Sample counts per session and label."""
-        table: Dict[str, Dict[str, int]] = {}
-        for session, label in zip(self.session_ids, self.labels):
-            row = table.setdefault(str(session), {})
-            row[str(label)] = row.get(str(label), 0) + 1
-        return table
+        return counts_per_session(self.session_ids, self.labels)
 
 
 # ----------------------------------------------------------------------------- thinning
@@ -219,38 +206,22 @@ def camera_frames(bag: Path, topic: Optional[str] = None, counts: Optional[Count
     Frames the node would reject are skipped and counted in ``counts`` by reason; a
     damaged bag raises :class:`BagError`.
     """
-    from mika_evaluation.bag_format import make_typestore
     from mika_perception.image_conversion import ImageConverter, ImageFormatError
 
+    def camera(reader):
+        wanted = camera_topic_of(reader, bag, topic)
+        return [c for c in reader.connections if c.topic == wanted]
+
     counts = Counter() if counts is None else counts
-    typestore = make_typestore()
     converter = ImageConverter()
-    reader = open_bag(bag)
-    try:
-        topic = camera_topic_of(reader, bag, topic)
-        connections = [c for c in reader.connections if c.topic == topic]
-        start = reader.start_time * 1e-9
-        read = 0
+    for time_s, connection, msg in bag_messages(bag, camera, 'camera frames'):
         try:
-            for connection, timestamp, raw in reader.messages(connections=connections):
-                read += 1
-                msg = typestore.deserialize_cdr(raw, connection.msgtype)
-                try:
-                    image = (converter.image(msg) if connection.msgtype == IMAGE_TYPE
-                             else converter.compressed(msg))
-                except ImageFormatError as error:
-                    counts[f'rejected frames ({error.reason})'] += 1
-                    continue
-                stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-                yield timestamp * 1e-9 - start, stamp, image
-        except BagError:
-            raise
-        except Exception as error:  # a damaged chunk mid-file
-            raise BagError(f'bag {bag} could not be read to the end ({type(error).__name__}: '
-                           f'{error}) after {read} camera frames: damaged or truncated'
-                           ) from None
-    finally:
-        reader.close()
+            image = (converter.image(msg) if connection.msgtype == IMAGE_TYPE
+                     else converter.compressed(msg))
+        except ImageFormatError as error:
+            counts[f'rejected frames ({error.reason})'] += 1
+            continue
+        yield time_s, msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, image
 
 
 # ----------------------------------------------------------------------------- extraction
@@ -346,15 +317,9 @@ def prepare_faces(session_dirs: Sequence[Path], base_model: str,
     for note in notes:
         log(f'note: {note}')
     parts, per_session = [], {}
-    for session_dir in session_dirs:
-        try:
-            found = extract_session(session_dir, pipeline, spec, camera_topic)
-        except NoCameraError as error:
-            log(f'{Path(session_dir).name}: skipped, {error}')
-            continue
-        if found.session_id in per_session:
-            raise SessionError(f'session id {found.session_id!r} appears twice '
-                               f'({session_dir}): session ids must be unique')
+    for found in extract_sessions(
+            session_dirs, lambda path: extract_session(path, pipeline, spec, camera_topic),
+            NoCameraError, log):
         part = found.dataset(spec)
         keep = thin_near_duplicates(part.inputs(), part.session_ids, part.labels, threshold)
         counts = dict(found.counts, **{'faces extracted': len(part),

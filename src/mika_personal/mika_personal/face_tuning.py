@@ -34,13 +34,15 @@ import numpy as np
 from mika_common.emotions import EMOTION_LABELS
 from mika_personal.face_data import FaceDataset
 from mika_personal.sessions import LeakageError, check_disjoint, group_split
+from mika_personal.tuning import (
+    SessionSplit, TuningSettings, train_in_stages, unfreeze_plan)
 
 #: Layers whose outputs separate the convolution blocks unfrozen one at a time.
 POOLING_LAYERS = ('MaxPooling2D', 'AveragePooling2D')
 
 
 @dataclass(frozen=True)
-class TuningConfig:
+class TuningConfig(TuningSettings):
     """One fine-tuning run; an ensemble trains several, each with some fields changed.
 
     The defaults were chosen on the validation session of ``face_experiment`` (never on
@@ -74,33 +76,8 @@ class TuningConfig:
         if not 0 <= self.dropout < 1 or self.l2 < 0 or self.dense_units < 0:
             raise ValueError('dropout must be in [0, 1), l2 and dense_units >= 0')
 
-    def with_changes(self, spec: str) -> 'TuningConfig':
-        """This config with ``name=value,...`` applied (an ensemble variant)."""
-        types = {f.name: f.type for f in dataclasses.fields(self)}
-        changes = {}
-        for item in filter(None, (part.strip() for part in spec.split(','))):
-            name, _, value = item.partition('=')
-            name = name.strip().replace('-', '_')
-            if name not in types or not value:
-                raise ValueError(f'variant {spec!r}: {item!r} is not name=value with a name '
-                                 f'among {", ".join(types)}')
-            changes[name] = (int if types[name] in (int, 'int') else float)(value)
-        return dataclasses.replace(self, **changes)
-
 
 # ----------------------------------------------------------------------------- splits
-@dataclass
-class SessionSplit:
-    train: FaceDataset
-    validation: Optional[FaceDataset]
-    test: Optional[FaceDataset]
-
-    def sessions(self) -> Dict[str, List[str]]:
-        return {name: sorted(set(part.session_ids.tolist())) if part is not None else []
-                for name, part in (('train', self.train), ('validation', self.validation),
-                                   ('test', self.test))}
-
-
 def split_by_session(dataset: FaceDataset, test_sessions: Sequence[str] = (),
                      validation_sessions: Optional[Sequence[str]] = None,
                      test_dataset: Optional[FaceDataset] = None) -> SessionSplit:
@@ -251,41 +228,9 @@ def fine_tune(base_path: str, split: SessionSplit, config: TuningConfig, log=pri
         validation = (split.validation.inputs(), np.eye(len(EMOTION_LABELS), dtype=np.float32)[
             to_model_order[split.validation.label_indices]])
     model, blocks = build_personal_model(base, config)
-    stages = [('head', config.head_epochs, config.learning_rate, [])]
-    for stage in range(1, min(config.unfreeze_stages, len(blocks)) + 1):
-        stages.append((f'top {stage} block(s)', config.unfreeze_epochs,
-                       config.learning_rate * config.unfreeze_lr_factor ** stage,
-                       blocks[-stage]))
-    history = []
-    for name, epochs, rate, unfrozen in stages:
-        if epochs == 0:
-            continue
-        for layer in unfrozen:
-            layer.trainable = True
-        schedule = keras.optimizers.schedules.CosineDecay(rate, epochs * len(batches), alpha=0.1)
-        model.compile(optimizer=keras.optimizers.Adam(schedule),
-                      loss=keras.losses.CategoricalCrossentropy(
-                          label_smoothing=config.label_smoothing),
-                      metrics=['accuracy'])
-        stopping = keras.callbacks.EarlyStopping(
-            monitor='val_loss', patience=config.patience, restore_best_weights=True)
-        started = time.time()
-        fitted = model.fit(batches, epochs=epochs, validation_data=validation, verbose=0,
-                           callbacks=[stopping] if validation is not None else [])
-        record = {'stage': name, 'learning_rate': rate, 'epochs_run': len(fitted.epoch),
-                  'trainable_parameters': int(sum(np.prod(w.shape)
-                                                  for w in model.trainable_weights)),
-                  'seconds': round(time.time() - started, 1),
-                  'final_loss': float(fitted.history['loss'][-1])}
-        if validation is not None:  # the weights kept are those of the best epoch
-            best = stopping.best_epoch
-            record.update(best_epoch=best + 1,
-                          val_loss=float(fitted.history['val_loss'][best]),
-                          val_accuracy=float(fitted.history['val_accuracy'][best]))
-        history.append(record)
-        log(f'stage {name}: ' + ', '.join(f'{k} {v:.4g}' if isinstance(v, float) else
-                                          f'{k} {v}' for k, v in record.items()
-                                          if k != 'stage'))
+    history = train_in_stages(model, unfreeze_plan(config, blocks[::-1], 'block(s)'),
+                              (batches,), len(batches), validation, config,
+                              from_logits=False, log=log)
     return model, metadata, history
 
 
@@ -344,10 +289,7 @@ def tune_and_save(dataset: FaceDataset, split: SessionSplit, base_path: str, out
         'kind': 'personal fine-tuning' + (f', average of {len(members)} variants'
                                           if len(members) > 1 else ''),
         'base_model': str(base_path), 'base_model_id': metadata.model_id,
-        'sessions': split.sessions(), 'samples': {
-            name: len(part) if part is not None else 0
-            for name, part in (('train', split.train), ('validation', split.validation),
-                               ('test', split.test))},
+        'sessions': split.sessions(), 'samples': split.sizes(),
         'keras_backend': keras.backend.backend(), 'variants': records, **provenance}
     save_model(model, output, ModelMetadata(list(metadata.label_names), metadata.preprocess,
                                             model_id, training=training))
@@ -412,20 +354,16 @@ def add_face_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     return parser
 
 
-def config_from_args(args) -> TuningConfig:
-    names = {f.name for f in dataclasses.fields(TuningConfig)}
-    return TuningConfig(**{name: getattr(args, name) for name in names if hasattr(args, name)})
-
-
 def main_face(args) -> int:
     """Fine-tune on a prepared face dataset; compare with the base on the test sessions."""
+    from mika_personal.report import score_lines
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     try:
         dataset = FaceDataset.load(args.dataset)
         test_dataset = FaceDataset.load(args.test_dataset) if args.test_dataset else None
         split = split_by_session(dataset, args.test_sessions, args.validation_sessions,
                                  test_dataset)
-        base = config_from_args(args)
+        base = TuningConfig.from_args(args)
         configs = [base.with_changes(v) for v in args.variant] or [base]
     except (LeakageError, ValueError) as error:
         print(f'fine_tune: {error}', file=sys.stderr)
@@ -451,9 +389,7 @@ def main_face(args) -> int:
         return 0
     report = compare_on_test(args.base_model, args.output, split.test, args.report_dir,
                              training)
-    for name in ('generic', 'personal'):
-        print(f'{name}: accuracy {report[name]["accuracy"]:.3f}, macro-F1 '
-              f'{report[name]["macro_f1"]:.3f} on {report["samples"]} held-out faces')
+    print('\n'.join(score_lines(report, 'held-out faces')))
     print(f'McNemar exact p = {report["mcnemar_p"]:.3g}'
           + (f'; report in {args.report_dir}' if args.report_dir else ''))
     return 0

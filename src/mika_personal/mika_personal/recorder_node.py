@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import List, Optional
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
@@ -31,7 +30,7 @@ from std_msgs.msg import String
 from mika_common.emotions import EMOTION_LABELS
 from mika_common.node_params import ParameterSet, ParamSpec
 from mika_common.ros_io import (
-    RELIABILITY_CHOICES, InputWatchdog, latched_qos, sensor_qos, stamp_to_sec)
+    RELIABILITY_CHOICES, InputWatchdog, latched_qos, run_node, sensor_qos, stamp_to_sec)
 from mika_perception.image_conversion import (
     ImageFormatError, compressed_msg_to_bgr, image_msg_to_bgr)
 from mika_personal.prompt_schedule import (
@@ -354,29 +353,10 @@ def main(args: Optional[List[str]] = None) -> int:
     Signals are handled here, not by rclpy (which would shut ROS down first): the partial
     session's last prompt and log lines still reach their topics.
     """
-    import rclpy
-    from rclpy.signals import SignalHandlerOptions
-    rclpy.init(args=args if args is not None else sys.argv,
-               signal_handler_options=SignalHandlerOptions.NO)
     signal.signal(signal.SIGTERM, _interrupt)
-    node = None
-    try:
-        node = RecorderNode()
-        executor = MultiThreadedExecutor(num_threads=3)
-        executor.add_node(node)
-        while rclpy.ok() and not node.finished:
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ValueError, RuntimeError, OSError) as error:
-        print(f'[FATAL] {error}', file=sys.stderr, flush=True)
-        return 1
-    finally:
-        if node is not None:
-            node.stop(interrupted=True)  # no-op when the schedule finished
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(RecorderNode, args, threads=3, finished=lambda node: node.finished,
+                    on_exit=lambda node: node.stop(interrupted=True),  # no-op when done
+                    ros_signal_handlers=False)
 
 
 if __name__ == '__main__':

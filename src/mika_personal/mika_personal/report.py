@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 from mika_common.emotions import EMOTION_LABELS
 from mika_evaluation.metrics import classification_summary
+from mika_evaluation.report import draw_confusion, json_default
 
 MODELS = ('generic', 'personal')
 
@@ -142,21 +143,9 @@ def plot_confusions(report: Dict, title: str, path: Path) -> Path:
     labels = report['labels']
     figure, axes = plt.subplots(1, 2, figsize=(10, 4.6))
     for axis, name in zip(axes, MODELS):
-        matrix = np.asarray(report[name]['confusion_matrix'], float)
-        rows = matrix.sum(axis=1, keepdims=True)
-        shares = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
-        axis.imshow(shares, cmap='Blues', vmin=0, vmax=1)
-        for i in range(len(labels)):
-            for j in range(len(labels)):
-                if matrix[i, j]:
-                    axis.text(j, i, int(matrix[i, j]), ha='center', va='center', fontsize=8,
-                              color='white' if shares[i, j] > 0.5 else 'black')
-        axis.set_xticks(range(len(labels)), labels, rotation=45, ha='right', fontsize=8)
-        axis.set_yticks(range(len(labels)), labels, fontsize=8)
-        axis.set_xlabel('predicted')
-        axis.set_ylabel('true')
-        axis.set_title(f'{name}: accuracy {_fmt(report[name]["accuracy"])}, '
-                       f'macro-F1 {_fmt(report[name]["macro_f1"])}', fontsize=9)
+        draw_confusion(axis, report[name]['confusion_matrix'], labels,
+                       f'{name}: accuracy {_fmt(report[name]["accuracy"])}, '
+                       f'macro-F1 {_fmt(report[name]["macro_f1"])}', cells='count')
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     path = Path(path)
@@ -165,17 +154,17 @@ def plot_confusions(report: Dict, title: str, path: Path) -> Path:
     return path
 
 
-def _json_default(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f'{type(value).__name__} is not JSON serialisable')
+def score_lines(report: Dict, samples: str) -> List[str]:
+    """One line per model of :func:`compare`'s report: accuracy and macro-F1 on how many
+    ``samples``."""
+    return [f'{name}: accuracy {report[name]["accuracy"]:.3f}, macro-F1 '
+            f'{report[name]["macro_f1"]:.3f} on {report["samples"]} {samples}'
+            for name in MODELS]
 
 
 def write_json(data: Dict, path: Path) -> Path:
     path = Path(path)
-    path.write_text(json.dumps(data, indent=1, default=_json_default) + '\n')
+    path.write_text(json.dumps(data, indent=1, default=json_default) + '\n')
     return path
 
 

@@ -33,7 +33,8 @@ import numpy as np
 from mika_common.emotions import EMOTION_LABELS
 from mika_evaluation.bag_format import (
     AUDIO_INFO_TOPIC, AUDIO_INFO_TYPE, AUDIO_TOPIC, AUDIO_TYPE, CAMERA_TOPIC, IMAGE_TYPE,
-    TRUTH_TOPIC, TRUTH_TYPE, Interval, check_intervals, make_typestore, write_truth_csv)
+    TRUTH_TOPIC, TRUTH_TYPE, Interval, check_intervals, make_typestore, offered_qos,
+    write_truth_csv)
 from mika_personal.sessions import (
     BAG_DIR, LABELS_FILE, SessionError, SessionInfo)
 
@@ -56,16 +57,6 @@ def check_session_id(session_id: str) -> str:
         raise SessionError(f'session id {session_id!r}: use 1-128 letters, digits, '
                            "'.', '_' or '-', starting with a letter or digit")
     return session_id
-
-
-def _qos(latched: bool, reliable: bool):
-    from rosbags.interfaces import (
-        Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime)
-    zero = QosTime(0, 0)
-    return Qos(QosHistory.KEEP_LAST, 1,
-               QosReliability.RELIABLE if reliable else QosReliability.BEST_EFFORT,
-               QosDurability.TRANSIENT_LOCAL if latched else QosDurability.VOLATILE,
-               zero, zero, QosLiveliness.AUTOMATIC, zero, False)
 
 
 def _ns(time_s: float) -> int:
@@ -145,7 +136,7 @@ class SessionWriter:
         if connection is None:
             connection = self._writer.add_connection(
                 topic, msgtype, typestore=self._typestore,
-                offered_qos_profiles=[_qos(latched, reliable)])
+                offered_qos_profiles=[offered_qos(latched, reliable)])
             self._connections[topic] = connection
             self.info.topics[role] = topic
         return connection

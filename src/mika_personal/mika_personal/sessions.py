@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Sequence, Tuple, TypeVar
 
 import numpy as np
 import yaml
+
+Prepared = TypeVar('Prepared')
 
 BAG_DIR = 'bag'
 LABELS_FILE = 'labels.csv'
@@ -106,3 +108,81 @@ def check_disjoint(train_groups: Iterable[str], test_groups: Iterable[str]) -> N
     if shared:
         raise LeakageError(f'recordings on both sides of the split: {shared}; '
                            'split by session id only')
+
+
+def extract_sessions(session_dirs: Iterable[Path], extract: Callable[[Path], Prepared],
+                     missing: type, log=print) -> Iterator[Prepared]:
+    """``extract(session_dir)`` of each session, in order. A session without the modality
+    (``extract`` raises ``missing``) is skipped with a log line; a session id seen twice is
+    refused (one recording on both sides of a split)."""
+    seen = set()
+    for session_dir in session_dirs:
+        try:
+            found = extract(session_dir)
+        except missing as error:
+            log(f'{Path(session_dir).name}: skipped, {error}')
+            continue
+        if found.session_id in seen:
+            raise SessionError(f'session id {found.session_id!r} appears twice '
+                               f'({session_dir}): session ids must be unique')
+        seen.add(found.session_id)
+        yield found
+
+
+def bag_messages(bag: Path, pick: Callable[[object], List], what: str
+                 ) -> Iterator[Tuple[float, object, object]]:
+    """(seconds from the bag start, connection, message) of the connections that
+    ``pick(reader)`` chooses, in bag order. A bag damaged mid-file raises
+    :class:`mika_evaluation.bag_format.BagError` saying how many ``what`` were read."""
+    from mika_evaluation.bag_format import BagError, make_typestore
+    from mika_evaluation.offline import open_bag
+    typestore = make_typestore()
+    reader = open_bag(bag)
+    try:
+        connections = pick(reader)
+        start = reader.start_time * 1e-9
+        read = 0
+        try:
+            for connection, timestamp, raw in reader.messages(connections=connections):
+                read += 1
+                yield (timestamp * 1e-9 - start, connection,
+                       typestore.deserialize_cdr(raw, connection.msgtype))
+        except Exception as error:  # a damaged chunk mid-file
+            raise BagError(f'bag {bag} could not be read to the end ({type(error).__name__}: '
+                           f'{error}) after {read} {what}: damaged or truncated') from None
+    finally:
+        reader.close()
+
+
+def counts_per_session(session_ids: Iterable[str], labels: Iterable[str]
+                       ) -> Dict[str, Dict[str, int]]:
+    """{session: {label: samples}} of a prepared dataset."""
+    table: Dict[str, Dict[str, int]] = {}
+    for session, label in zip(session_ids, labels):
+        row = table.setdefault(str(session), {})
+        row[str(label)] = row.get(str(label), 0) + 1
+    return table
+
+
+
+def save_prepared(path: Path, file_format: str, **arrays: np.ndarray) -> Path:
+    """A dataset prepared from sessions as a plain ``.npz`` (no pickled objects), tagged
+    with its ``file_format`` so that :func:`load_prepared` refuses any other file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, format=np.array(file_format), **arrays)
+    return path
+
+
+def load_prepared(path: Path, file_format: str, build: Callable[[Mapping], Prepared],
+                  what: str, made_by: str) -> Prepared:
+    """``build(arrays)`` of a file of :func:`save_prepared`; ValueError naming the file,
+    what it should be and the command ``made_by`` that makes it, when it is missing, of
+    another format, or holds what ``build`` refuses."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if str(data['format']) != file_format:
+                raise ValueError(f'format {str(data["format"])!r}, expected {file_format!r}')
+            return build(data)
+    except (OSError, KeyError, ValueError) as error:
+        raise ValueError(f'{what} {path}: {error} (make it with {made_by})') from None

@@ -27,9 +27,10 @@ import numpy as np
 
 from mika_common.emotions import EMOTION_LABELS
 from mika_evaluation.bag_format import (
-    AUDIO_INFO_TOPIC, AUDIO_INFO_TYPE, AUDIO_TYPE, BagError, Interval, make_typestore,
-    read_truth_csv)
-from mika_personal.sessions import SessionError, SessionInfo, session_paths
+    AUDIO_INFO_TOPIC, AUDIO_INFO_TYPE, AUDIO_TYPE, BagError, Interval, read_truth_csv)
+from mika_personal.sessions import (
+    SessionError, SessionInfo, bag_messages, counts_per_session, extract_sessions,
+    load_prepared, save_prepared, session_paths)
 from mika_voice.training.corpus import DEFAULT_AUGMENT_ROUNDS
 
 DATASET_FORMAT = 'mika-personal-voice/1'
@@ -123,40 +124,24 @@ class VoiceDataset:
                    np.concatenate([p.end_s for p in parts]), feature_set, version, info)
 
     def save(self, path: Path) -> Path:
-        """A plain ``.npz`` (no pickled objects)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(
-            path, format=np.array(DATASET_FORMAT), features=self.features,
-            augmented=self.augmented, labels=self.labels, session_ids=self.session_ids,
-            persons=self.persons, start_s=self.start_s, end_s=self.end_s,
-            feature_set=np.array(self.feature_set),
+        return save_prepared(
+            path, DATASET_FORMAT, features=self.features, augmented=self.augmented,
+            labels=self.labels, session_ids=self.session_ids, persons=self.persons,
+            start_s=self.start_s, end_s=self.end_s, feature_set=np.array(self.feature_set),
             feature_version=np.array(self.feature_version),
             info=np.array(json.dumps(self.info)))
-        return path
 
     @classmethod
     def load(cls, path: Path) -> 'VoiceDataset':
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                if str(data['format']) != DATASET_FORMAT:
-                    raise ValueError(f'format {str(data["format"])!r}, expected '
-                                     f'{DATASET_FORMAT!r}')
-                return cls(data['features'], data['augmented'], data['labels'],
-                           data['session_ids'], data['persons'], data['start_s'],
-                           data['end_s'], str(data['feature_set']),
-                           str(data['feature_version']), json.loads(str(data['info'])))
-        except (OSError, KeyError, ValueError) as error:
-            raise ValueError(f'voice dataset {path}: {error} (make it with prepare_sessions '
-                             '--modality voice)') from None
+        return load_prepared(path, DATASET_FORMAT, lambda data: cls(
+            data['features'], data['augmented'], data['labels'], data['session_ids'],
+            data['persons'], data['start_s'], data['end_s'], str(data['feature_set']),
+            str(data['feature_version']), json.loads(str(data['info']))),
+            'voice dataset', 'prepare_sessions --modality voice')
 
     def summary(self) -> Dict[str, Dict[str, int]]:
         """Utterance counts per session and label."""
-        table: Dict[str, Dict[str, int]] = {}
-        for session, label in zip(self.session_ids, self.labels):
-            row = table.setdefault(str(session), {})
-            row[str(label)] = row.get(str(label), 0) + 1
-        return table
+        return counts_per_session(self.session_ids, self.labels)
 
 
 # ----------------------------------------------------------------------------- labels
@@ -213,27 +198,12 @@ def _audio_connections(reader, bag: Path, info: SessionInfo):
 def audio_messages(bag: Path, info: SessionInfo) -> Iterator[Tuple[float, object]]:
     """(seconds from the bag start, message) of the session's AudioInfo and audio chunks,
     in bag order. A damaged bag raises :class:`BagError`."""
-    from mika_evaluation.offline import open_bag
-    typestore = make_typestore()
-    reader = open_bag(bag)
-    try:
+    def audio_and_info(reader):
         audio, info_connections = _audio_connections(reader, bag, info)
-        start = reader.start_time * 1e-9
-        read = 0
-        try:
-            for connection, timestamp, raw in reader.messages(
-                    connections=audio + info_connections):
-                read += 1
-                yield timestamp * 1e-9 - start, typestore.deserialize_cdr(
-                    raw, connection.msgtype)
-        except BagError:
-            raise
-        except Exception as error:  # a damaged chunk mid-file
-            raise BagError(f'bag {bag} could not be read to the end ({type(error).__name__}: '
-                           f'{error}) after {read} audio messages: damaged or truncated'
-                           ) from None
-    finally:
-        reader.close()
+        return audio + info_connections
+
+    for time_s, _, message in bag_messages(bag, audio_and_info, 'audio messages'):
+        yield time_s, message
 
 
 def chunk_time(message, bag_time: float, bag_start: float) -> Tuple[float, bool]:
@@ -392,15 +362,10 @@ def prepare_voices(session_dirs: Sequence[Path], base_model: Optional[str] = Non
     metadata = classifier.metadata
     dims = len(metadata.feature_names)
     parts, per_session = [], {}
-    for session_dir in session_dirs:
-        try:
-            found = extract_session(session_dir, values, classifier, augment_rounds, seed)
-        except NoAudioError as error:
-            log(f'{Path(session_dir).name}: skipped, {error}')
-            continue
-        if found.session_id in per_session:
-            raise SessionError(f'session id {found.session_id!r} appears twice '
-                               f'({session_dir}): session ids must be unique')
+    for found in extract_sessions(
+            session_dirs,
+            lambda path: extract_session(path, values, classifier, augment_rounds, seed),
+            NoAudioError, log):
         counts = dict(found.counts, **{'samples kept': len(found.labels)})
         per_session[found.session_id] = dict(counts, person=found.person)
         parts.append(found.dataset(metadata.feature_set, metadata.feature_version, dims,

@@ -38,6 +38,8 @@ import numpy as np
 
 from mika_common.emotions import EMOTION_LABELS
 from mika_personal.sessions import LeakageError, check_disjoint, group_split
+from mika_personal.tuning import (
+    SessionSplit, TuningSettings, train_in_stages, unfreeze_plan)
 from mika_personal.voice_data import VoiceDataset
 
 #: Validation sessions are taken by default only from this many training sessions on:
@@ -49,7 +51,7 @@ MIN_CALIBRATION_UTTERANCES = 30
 
 
 @dataclass(frozen=True)
-class VoiceTuningConfig:
+class VoiceTuningConfig(TuningSettings):
     """One fine-tuning run; an ensemble trains several, each with some fields changed.
 
     Defaults: the boldest of three settings compared on RAVDESS development actors, which
@@ -84,39 +86,10 @@ class VoiceTuningConfig:
         if not 0 <= self.label_smoothing < 1 or self.batch_size < 1 or self.patience < 1:
             raise ValueError('label_smoothing must be in [0, 1), batch_size and patience >= 1')
 
-    def with_changes(self, spec: str) -> 'VoiceTuningConfig':
-        """This config with ``name=value,...`` applied (an ensemble variant)."""
-        types = {f.name: f.type for f in dataclasses.fields(self)}
-        changes = {}
-        for item in filter(None, (part.strip() for part in spec.split(','))):
-            name, _, value = item.partition('=')
-            name = name.strip().replace('-', '_')
-            if name not in types or not value:
-                raise ValueError(f'variant {spec!r}: {item!r} is not name=value with a name '
-                                 f'among {", ".join(types)}')
-            kind = types[name]
-            if kind in (bool, 'bool'):
-                changes[name] = value.strip().lower() in ('1', 'true', 'yes')
-            else:
-                changes[name] = (int if kind in (int, 'int') else float)(value)
-        return dataclasses.replace(self, **changes)
-
 
 # ----------------------------------------------------------------------------- splits
-@dataclass
-class VoiceSplit:
-    train: VoiceDataset
-    validation: Optional[VoiceDataset]
-    test: Optional[VoiceDataset]
-
-    def sessions(self) -> Dict[str, List[str]]:
-        return {name: sorted(set(part.session_ids.tolist())) if part is not None else []
-                for name, part in (('train', self.train), ('validation', self.validation),
-                                   ('test', self.test))}
-
-
 def split_by_session(dataset: VoiceDataset, test_sessions: Sequence[str] = (),
-                     validation_sessions: Optional[Sequence[str]] = None) -> VoiceSplit:
+                     validation_sessions: Optional[Sequence[str]] = None) -> SessionSplit:
     """Train / validation / test by session id only; LeakageError where a recording would
     be on two sides, or a named session has no samples.
 
@@ -146,7 +119,7 @@ def split_by_session(dataset: VoiceDataset, test_sessions: Sequence[str] = (),
             check_disjoint(train.session_ids.tolist(), part.session_ids.tolist())
     if test is not None and validation is not None:
         check_disjoint(validation.session_ids.tolist(), test.session_ids.tolist())
-    return VoiceSplit(train, validation, test)
+    return SessionSplit(train, validation, test)
 
 
 # ----------------------------------------------------------------------------- rows
@@ -310,7 +283,7 @@ class TunedNetworks:
     config: VoiceTuningConfig
 
 
-def fine_tune(base_classifier, split: VoiceSplit, config: VoiceTuningConfig,
+def fine_tune(base_classifier, split: SessionSplit, config: VoiceTuningConfig,
               values: Dict, first_index: int = 0, log=print) -> TunedNetworks:
     """Fine-tune copies of the base classifier's networks on ``split.train``.
 
@@ -338,45 +311,12 @@ def fine_tune(base_classifier, split: VoiceSplit, config: VoiceTuningConfig,
     members, heads, blocks = build_training_networks(base_classifier.model, config,
                                                      first_index)
     model = _average(base_classifier.model, members)
-    stages = [('head', config.head_epochs, config.learning_rate, [])]
-    depth = min(len(b) for b in blocks)
-    for stage in range(1, min(config.unfreeze_stages, depth) + 1):
-        stages.append((f'top {stage} dense layer(s)', config.unfreeze_epochs,
-                       config.learning_rate * config.unfreeze_lr_factor ** stage,
-                       [b[stage - 1] for b in blocks]))
-    steps = int(np.ceil(len(x) / config.batch_size))
-    weights = class_weights(y)
-    history = []
-    for name, epochs, rate, unfrozen in stages:
-        if epochs == 0:
-            continue
-        for layer in unfrozen:
-            layer.trainable = True
-        schedule = keras.optimizers.schedules.CosineDecay(rate, epochs * steps, alpha=0.1)
-        model.compile(optimizer=keras.optimizers.Adam(schedule),
-                      loss=keras.losses.CategoricalCrossentropy(
-                          from_logits=True, label_smoothing=config.label_smoothing),
-                      metrics=['accuracy'])
-        callbacks = []
-        if validation is not None:
-            callbacks.append(keras.callbacks.EarlyStopping(
-                monitor='val_loss', patience=config.patience, restore_best_weights=True))
-        started = time.perf_counter()
-        fitted = model.fit(x, targets, epochs=epochs, batch_size=config.batch_size,
-                           class_weight=weights, shuffle=True, validation_data=validation,
-                           callbacks=callbacks, verbose=0)
-        record = {'stage': name, 'learning_rate': rate, 'epochs_run': len(fitted.epoch),
-                  'trainable_parameters': int(sum(np.prod(w.shape)
-                                                  for w in model.trainable_weights)),
-                  'seconds': round(time.perf_counter() - started, 1),
-                  'final_loss': float(fitted.history['loss'][-1])}
-        if validation is not None:
-            record['best_val_loss'] = float(min(fitted.history['val_loss']))
-            record['best_val_accuracy'] = float(max(fitted.history['val_accuracy']))
-        history.append(record)
-        log(f'stage {name}: ' + ', '.join(f'{k} {v:.4g}' if isinstance(v, float) else
-                                          f'{k} {v}' for k, v in record.items()
-                                          if k != 'stage'))
+    stages = unfreeze_plan(config, [list(layers) for layers in zip(*blocks)],
+                           'dense layer(s)')
+    history = train_in_stages(model, stages, (x, targets),
+                              int(np.ceil(len(x) / config.batch_size)), validation, config,
+                              from_logits=True, log=log, batch_size=config.batch_size,
+                              class_weight=class_weights(y), shuffle=True)
     plain = [plain_copy(member, member.name) for member in members]
     return TunedNetworks(plain, history, config)
 
@@ -389,7 +329,7 @@ def check_features(dataset: VoiceDataset, metadata) -> None:
                          'prepare the sessions with this model')
 
 
-def personal_model(base_classifier, tuned: Sequence[TunedNetworks], split: VoiceSplit,
+def personal_model(base_classifier, tuned: Sequence[TunedNetworks], split: SessionSplit,
                    values: Dict, model_id: str, provenance: Dict, log=print):
     """A :class:`VoiceEmotionClassifier` (not yet saved) averaging every tuned network,
     with the person's statistics as the normaliser's prior and its temperature."""
@@ -418,10 +358,7 @@ def personal_model(base_classifier, tuned: Sequence[TunedNetworks], split: Voice
         'base_training_data': base.training.get('data', ''),
         'persons': sorted(set(split.train.persons.tolist())),
         'sessions': split.sessions(),
-        'utterances': {name: len(part) if part is not None else 0
-                       for name, part in (('train', split.train),
-                                          ('validation', split.validation),
-                                          ('test', split.test))},
+        'utterances': split.sizes(),
         'augment_rounds_used': split.train.rounds if tuned[0].config.use_augmented else 0,
         'temperature': calibration,
         'networks': len(members),
@@ -439,7 +376,7 @@ def personal_model(base_classifier, tuned: Sequence[TunedNetworks], split: Voice
     return VoiceEmotionClassifier(model, metadata)
 
 
-def tune(base_classifier, split: VoiceSplit, configs: Sequence[VoiceTuningConfig],
+def tune(base_classifier, split: SessionSplit, configs: Sequence[VoiceTuningConfig],
          values: Dict, model_id: str, provenance: Dict, log=print):
     """Train one set of networks per config; the classifier averaging them all."""
     tuned, first = [], 0
@@ -524,15 +461,10 @@ _HELP = {
 }
 
 
-def config_from_args(args) -> VoiceTuningConfig:
-    names = {f.name for f in dataclasses.fields(VoiceTuningConfig)}
-    return VoiceTuningConfig(**{n: getattr(args, n) for n in names if hasattr(args, n)})
-
-
 def main_voice(args) -> int:
     """Fine-tune on prepared voice datasets; compare with the base on the test sessions."""
     from mika_evaluation.node_config import ConfigError
-    from mika_personal.report import compare
+    from mika_personal.report import compare, score_lines
     from mika_personal.voice_data import voice_node_values
     from mika_voice.voice_model import VoiceModelError, load_voice_model, save_voice_model
 
@@ -542,7 +474,7 @@ def main_voice(args) -> int:
         dataset = parts[0] if len(parts) == 1 else VoiceDataset.concatenate(
             parts, {'joined': [str(p) for p in args.dataset]})
         split = split_by_session(dataset, args.test_sessions, args.validation_sessions)
-        base = config_from_args(args)
+        base = VoiceTuningConfig.from_args(args)
         configs = [base.with_changes(v) for v in args.variant] or [base]
         values = voice_node_values(args.params)
         if not str(args.output).endswith('.keras'):
@@ -580,9 +512,7 @@ def main_voice(args) -> int:
         info={'generic': str(args.base_model), 'personal': str(path),
               'normalisation': "node's running normaliser, each test session from its start",
               'sessions': split.sessions()})
-    for name in ('generic', 'personal'):
-        print(f'{name}: accuracy {report[name]["accuracy"]:.3f}, macro-F1 '
-              f'{report[name]["macro_f1"]:.3f} on {report["samples"]} test utterances')
+    print('\n'.join(score_lines(report, 'test utterances')))
     if args.report_dir:
         print(f'report in {args.report_dir / "voice.md"}')
     return 0
