@@ -523,8 +523,10 @@ def test_ctrl_c_finishes_a_partial_session_in_a_real_process(ros, tmp_path, fram
     from mika_common.testing import NodeProcess, spin_until
     probe, executor = ros
     feeder = Feeder(probe, frames[0], speech)
+    # 3 s per emotion: the stop lands inside 'disgust' even when a loaded machine delays
+    # the SIGINT (with 1 s the next prompt could start first)
     values = dict(output_dir=tmp_path, person='ken', session_id='ken-1',
-                  seconds_per_emotion=1.0, pause_s=0.1, settle_s=0.05, lead_in_s=0.1)
+                  seconds_per_emotion=3.0, pause_s=0.1, settle_s=0.05, lead_in_s=0.1)
     process = NodeProcess([sys.executable, '-m', 'mika_personal.recorder_node', '--ros-args',
                            *[a for k, v in values.items() for a in ('-p', f'{k}:={v}')]])
     try:

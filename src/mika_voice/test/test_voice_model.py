@@ -159,16 +159,19 @@ def test_temperature_softens_overconfident_logits():
 @pytest.mark.skipif(not (DATA / 'emodb' / 'labels.csv').is_file(),
                     reason=f'speech samples not found under {DATA} (set MIKA_DATA)')
 def test_shipped_model_on_an_unseen_corpus_speaker():
-    """EmoDB speaker 03 (German, never in training) through the node's stream normaliser:
-    calibrated probabilities, no collapse onto one class, better than chance."""
-    from mika_voice.training.corpus import load_audio, read_corpus
+    """EmoDB speaker 03 (German, never in training), cut by the node's segmenter, through
+    the node's stream normaliser: calibrated probabilities, no collapse onto one class,
+    better than chance."""
+    from mika_voice.training.corpus import clip_speech, load_audio, read_corpus
     classifier = vm.load_voice_model(SHIPPED_MODEL)
     assert classifier.metadata.feature_version == features.FEATURE_VERSION
     clips = [c for c in read_corpus(DATA / 'emodb') if c.speaker == '03']
     normaliser = classifier.new_stream_normaliser()
+    rng = np.random.default_rng(0)
     predicted, truth = [], []
     for clip in clips:
-        raw = features.extract_features(load_audio(clip.path), features.SAMPLE_RATE)
+        speech, _ = clip_speech(load_audio(clip.path), 'node', rng)
+        raw = features.extract_features(speech, features.SAMPLE_RATE)
         normaliser.update(raw)
         probabilities = classifier.predict_proba(normaliser.transform(raw))[0]
         assert probabilities.shape == (7,) and abs(probabilities.sum() - 1.0) < 1e-6

@@ -8,7 +8,8 @@ import pytest
 from mika_common.emotions import EMOTION_LABELS
 from mika_voice import features
 from mika_voice.training import train_voice
-from mika_voice.training.corpus import CorpusFeatures, augment, load_audio, read_corpus
+from mika_voice.training.corpus import (CorpusFeatures, augment, clip_speech, corpus_features,
+                                        load_audio, node_utterances, read_corpus)
 
 DATA = Path(os.environ.get('MIKA_DATA',
                           Path(__file__).resolve().parents[3].parent / 'shared' / 'data'))
@@ -125,6 +126,63 @@ def test_speaker_sets_are_described_as_ranges():
 def test_speaker_options_of_the_command():
     args = train_voice.parse_args(['--output-dir', 'x', '--exclude-speakers', '15', '16'])
     assert args.exclude_speakers == ['15', '16'] and args.train_speakers is None
+    assert args.segmentation == 'node' and args.test_segmentation is None
     with pytest.raises(SystemExit):
         train_voice.parse_args(['--output-dir', 'x', '--exclude-speakers', '15',
                                 '--train-speakers', '01'])
+
+
+@needs_data
+def test_node_segmenter_cuts_the_speech_out_of_a_clip():
+    audio = load_audio(read_corpus(DATA / 'ravdess')[0].path)
+    rng = np.random.default_rng(0)
+    found = node_utterances(audio, rng)
+    assert len(found) == 1
+    # RAVDESS clips carry about a second of silence; the node keeps speech plus padding
+    assert 0.5 * features.SAMPLE_RATE < found[0].size < audio.size
+    speech, count = clip_speech(audio, 'node', rng)
+    assert count == 1 and abs(speech.size - found[0].size) < 0.1 * features.SAMPLE_RATE
+    assert clip_speech(audio, 'whole', rng) == (audio, 1)
+    silence = np.zeros(3 * features.SAMPLE_RATE, np.float32)
+    assert node_utterances(silence, rng) == []
+    kept, count = clip_speech(silence, 'node', rng)
+    assert count == 0 and kept is silence  # no utterance: the row keeps the clip, counted 0
+    with pytest.raises(ValueError, match='segmentation must be one of'):
+        clip_speech(audio, 'vad', rng)
+
+
+@needs_data
+def test_feature_cache_is_keyed_by_segmentation(tmp_path):
+    corpus = tmp_path / 'tiny'
+    (corpus / 'wav').mkdir(parents=True)
+    rows = ['path,label,speaker_or_subject']
+    for index, clip in enumerate(read_corpus(DATA / 'ravdess')[:2]):
+        target = corpus / 'wav' / clip.path.name
+        target.write_bytes(clip.path.read_bytes())
+        rows.append(f'wav/{clip.path.name},{clip.label},s{index}')
+    (corpus / 'labels.csv').write_text('\n'.join(rows) + '\n')
+    cache = tmp_path / 'cache'
+    whole = corpus_features(corpus, cache, augment_rounds=0, log=lambda _: None)
+    node = corpus_features(corpus, cache, augment_rounds=0, log=lambda _: None,
+                           segmentation='node')
+    assert len(list(cache.glob('tiny-*.npz'))) == 2
+    assert whole.segment_counts is None and node.segment_counts.tolist() == [1, 1]
+    assert not np.allclose(node.features, whole.features)  # padding, noise floor, cut
+    again = corpus_features(corpus, cache, augment_rounds=0, log=lambda _: None,
+                            segmentation='node')
+    assert np.array_equal(again.features, node.features)
+    assert again.segmentation == 'node' and again.segment_counts.tolist() == [1, 1]
+
+
+def test_cross_validation_can_test_on_features_computed_another_way():
+    data = fake_corpus()
+    config = train_voice.TrainConfig(kind='logreg')
+    same = train_voice.cross_validate(data, config, 4, log=lambda _: None)
+    other = fake_corpus()
+    other.features = other.features[::-1].copy()
+    changed = train_voice.cross_validate(data, config, 4, log=lambda _: None, test_data=other)
+    assert not np.allclose(same['offline_logits'], changed['offline_logits'])
+    shuffled = fake_corpus()
+    shuffled.paths = shuffled.paths[::-1].copy()
+    with pytest.raises(ValueError, match='same clips'):
+        train_voice.cross_validate(data, config, 4, log=lambda _: None, test_data=shuffled)

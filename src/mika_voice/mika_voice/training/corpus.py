@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Mapping, Optional
 
 import numpy as np
 
@@ -20,6 +20,15 @@ from mika_voice import features
 
 #: Augmented copies of every training clip kept in the cache (each a random mix of effects).
 DEFAULT_AUGMENT_ROUNDS = 3
+#: What the features of a clip are computed on: the whole file (leading and trailing
+#: silence included), or the utterance the voice node's segmenter cuts out of it.
+SEGMENTATION_WHOLE = 'whole'
+SEGMENTATION_NODE = 'node'
+SEGMENTATIONS = (SEGMENTATION_WHOLE, SEGMENTATION_NODE)
+#: The evaluation bags' audio around a clip: 0.6 s gaps over a -60 dBFS noise floor
+#: (mika_evaluation.bag_builder), stored as 16-bit PCM.
+NOISE_FLOOR_RMS = 1e-3
+CLIP_GAP_S = 0.6
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,9 @@ class CorpusFeatures:
     paths: np.ndarray             # (clips,) str, relative to the corpus folder
     feature_names: List[str]
     feature_version: str
+    segmentation: str = SEGMENTATION_WHOLE
+    #: Finished utterances the node's segmenter found in each original clip (None: whole).
+    segment_counts: Optional[np.ndarray] = None
 
 
 def read_corpus(folder: Path) -> List[Clip]:
@@ -77,6 +89,51 @@ def load_audio(path: Path) -> np.ndarray:
         import librosa
         mono = librosa.resample(mono, orig_sr=rate, target_sr=features.SAMPLE_RATE)
     return mono.astype(np.float32)
+
+
+def node_voice_values() -> Mapping[str, Any]:
+    """The voice node's default parameter values (those of config/perception.yaml)."""
+    from mika_voice.voice_parameters import PARAMETERS
+    return {spec.name: spec.default for spec in PARAMETERS}
+
+
+def node_utterances(audio: np.ndarray, rng: np.random.Generator,
+                    values: Optional[Mapping[str, Any]] = None) -> List[np.ndarray]:
+    """The finished utterances the voice node cuts out of one clip, as on an evaluation bag.
+
+    The clip sits between 0.6 s gaps over a -60 dBFS noise floor, quantised to 16 bits, and
+    goes through a fresh segmenter built by :func:`mika_voice.voice_parameters.make_segmenter`
+    from ``values`` (default: the node's defaults), so training sees what the node
+    classifies (speech plus the segmenter's padding), not the file's silences. Running
+    windows are left out: the node updates its normaliser on finished utterances only.
+    """
+    from mika_voice.voice_parameters import make_segmenter
+    sr = features.SAMPLE_RATE
+    gap = np.zeros(int(CLIP_GAP_S * sr), dtype=np.float32)
+    track = np.concatenate([gap, audio, gap])
+    track = track + rng.normal(0.0, NOISE_FLOOR_RMS, track.size)
+    track = np.round(np.clip(track, -1.0, 32767 / 32768) * 32768) / 32768
+    segmenter, _ = make_segmenter(values or node_voice_values(), sr)
+    # the trailing gap is longer than the hangover: it closes the last utterance
+    found = segmenter.push(track.astype(np.float32))
+    return [u.samples for u in found if not u.running]
+
+
+def clip_speech(audio: np.ndarray, segmentation: str, rng: np.random.Generator):
+    """``(samples, utterances found)`` the features of a clip are computed on.
+
+    ``whole``: the clip itself (count 1). ``node``: the longest utterance of
+    :func:`node_utterances`; a clip where the node finds none (it would give no result)
+    keeps its whole audio so that every clip has a row, and its count 0 says so.
+    """
+    if segmentation == SEGMENTATION_WHOLE:
+        return audio, 1
+    if segmentation != SEGMENTATION_NODE:
+        raise ValueError(f'segmentation must be one of {SEGMENTATIONS}, got {segmentation!r}')
+    found = node_utterances(audio, rng)
+    if not found:
+        return audio, 0
+    return max(found, key=len), len(found)
 
 
 def augment(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -136,18 +193,26 @@ def default_cache_dir() -> Path:
 def corpus_features(folder: Path, cache_dir: Optional[Path] = None,
                     augment_rounds: int = DEFAULT_AUGMENT_ROUNDS,
                     feature_set: str = features.FEATURE_SET_LIBROSA,
-                    seed: int = 0, log=print) -> CorpusFeatures:
+                    seed: int = 0, log=print,
+                    segmentation: str = SEGMENTATION_WHOLE) -> CorpusFeatures:
     """Features of every labelled clip (and augmented copies), cached as a .npz.
 
-    The cache key covers the feature version, feature set, labels.csv content, rounds and
-    seed, so a stale cache is never reused.
+    ``segmentation`` (:data:`SEGMENTATIONS`): features of the whole clip, or of the
+    utterance the node's segmenter cuts from it (augmented copies: augmented first, then
+    cut, as a microphone would hear them). The cache key covers the feature version,
+    feature set, segmentation, labels.csv content, rounds and seed, so a stale cache is
+    never reused.
     """
     folder = Path(folder).resolve()
     clips = read_corpus(folder)
+    if segmentation not in SEGMENTATIONS:
+        raise ValueError(f'segmentation must be one of {SEGMENTATIONS}, got {segmentation!r}')
     version = features.feature_version(feature_set)
-    key = hashlib.sha1('|'.join([
-        version, feature_set, str(augment_rounds), str(seed),
-        (folder / 'labels.csv').read_text()]).encode()).hexdigest()[:12]
+    parts = [version, feature_set, str(augment_rounds), str(seed),
+             (folder / 'labels.csv').read_text()]
+    if segmentation != SEGMENTATION_WHOLE:  # whole-clip caches keep their earlier key
+        parts.insert(2, f'segmentation={segmentation}')
+    key = hashlib.sha1('|'.join(parts).encode()).hexdigest()[:12]
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     cache = cache_dir / f'{folder.name}-{key}.npz'
     names = features.feature_names(feature_set)
@@ -155,18 +220,24 @@ def corpus_features(folder: Path, cache_dir: Optional[Path] = None,
         data = np.load(cache, allow_pickle=False)
         return CorpusFeatures(folder.name, data['features'], data['augmented'],
                               data['labels'], data['speakers'], data['paths'],
-                              names, version)
+                              names, version, segmentation,
+                              data['segment_counts'] if 'segment_counts' in data else None)
     features.warm_up()
     rng = np.random.default_rng(seed)
+    noise_rng = np.random.default_rng(seed + 1)  # the same clips whatever the rounds
     start = time.perf_counter()
     rows, augmented = [], [[] for _ in range(augment_rounds)]
+    counts = []
     for index, clip in enumerate(clips):
         audio = load_audio(clip.path)
-        rows.append(features.extract_features(audio, features.SAMPLE_RATE, feature_set))
+        speech, found = clip_speech(audio, segmentation, noise_rng)
+        counts.append(found)
+        rows.append(features.extract_features(speech, features.SAMPLE_RATE, feature_set))
         for round_index in range(augment_rounds):
             rows_aug = augmented[round_index]
-            rows_aug.append(features.extract_features(
-                augment(audio, rng), features.SAMPLE_RATE, feature_set))
+            speech, _ = clip_speech(augment(audio, rng), segmentation, noise_rng)
+            rows_aug.append(features.extract_features(speech, features.SAMPLE_RATE,
+                                                      feature_set))
         if (index + 1) % 100 == 0:
             log(f'{folder.name}: {index + 1}/{len(clips)} clips, '
                 f'{time.perf_counter() - start:.0f} s')
@@ -175,12 +246,27 @@ def corpus_features(folder: Path, cache_dir: Optional[Path] = None,
         np.stack([np.stack(r) for r in augmented]) if augment_rounds else
         np.zeros((0, len(clips), len(names)), np.float32),
         np.array([c.label for c in clips]), np.array([c.speaker for c in clips]),
-        np.array([str(c.path.relative_to(folder)) for c in clips]), names, version)
+        np.array([str(c.path.relative_to(folder)) for c in clips]), names, version,
+        segmentation, np.array(counts) if segmentation != SEGMENTATION_WHOLE else None)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix('.tmp.npz')
+    extra = {} if result.segment_counts is None else {'segment_counts': result.segment_counts}
     np.savez_compressed(tmp, features=result.features, augmented=result.augmented,
-                        labels=result.labels, speakers=result.speakers, paths=result.paths)
+                        labels=result.labels, speakers=result.speakers, paths=result.paths,
+                        **extra)
     tmp.replace(cache)
-    log(f'{folder.name}: cached {len(clips)} clips x {1 + augment_rounds} in '
-        f'{time.perf_counter() - start:.0f} s -> {cache}')
+    log(f'{folder.name}: cached {len(clips)} clips x {1 + augment_rounds} '
+        f'({segmentation}) in {time.perf_counter() - start:.0f} s -> {cache}')
+    if result.segment_counts is not None:
+        log(describe_segment_counts(result))
     return result
+
+
+def describe_segment_counts(data: CorpusFeatures) -> str:
+    """How many original clips gave 0, 1 or 2+ node utterances (whole clips: one each)."""
+    if data.segment_counts is None:
+        return f'{data.name}: whole clips, one row each'
+    counts = np.asarray(data.segment_counts)
+    return (f'{data.name}: node segmenter on {counts.size} clips: {np.sum(counts == 0)} gave '
+            f'no utterance (whole clip kept), {np.sum(counts == 1)} one, {np.sum(counts >= 2)} '
+            'two or more (the longest kept)')

@@ -11,7 +11,13 @@ leave-speakers-out cross-validation over RAVDESS actors (5 folds of 4 actors) an
 classes both share. Augmented copies are used for training rows only. Test features are
 standardised per speaker two ways: with all of that speaker's clips ("offline") and with
 the node's running per-stream standardiser fed the clips one by one in random order
-("stream", what the node does).
+("stream", what the node does, with its default prior weight and half-life).
+
+Features are computed on what the node classifies (``--segmentation node``, the default):
+each clip, between 0.6 s gaps over the evaluation bags' -60 dBFS noise floor, goes through
+the node's own segmenter and the utterance it cuts is used, not the file with its
+leading and trailing silence (``--segmentation whole``). ``--test-segmentation`` tests
+the RAVDESS cross-validation on features computed the other way (train/serve mismatch).
 
 ``--exclude-speakers 15 16 17 18 19 20`` (or ``--train-speakers``) keeps RAVDESS actors out of
 everything (cross-validation, cross-corpus, the final model), so that they stay unseen for a
@@ -34,8 +40,10 @@ import numpy as np
 from mika_common.emotions import EMOTION_LABELS
 from mika_voice import features as feature_module
 from mika_voice import voice_model as vm
-from mika_voice.training.corpus import (DEFAULT_AUGMENT_ROUNDS, CorpusFeatures,
-                                        corpus_features, repository_root)
+from mika_voice.training.corpus import (DEFAULT_AUGMENT_ROUNDS, SEGMENTATION_NODE,
+                                        SEGMENTATIONS, CorpusFeatures, corpus_features,
+                                        describe_segment_counts, node_voice_values,
+                                        repository_root)
 
 MODEL_KINDS = ('attention', 'mlp', 'logreg')
 SHIPPABLE_KINDS = ('attention', 'mlp')
@@ -177,11 +185,15 @@ def test_rows_offline(raw: np.ndarray, speakers: np.ndarray, train_raw: np.ndarr
 def test_rows_stream(raw: np.ndarray, speakers: np.ndarray, prior_mean, prior_std,
                      seed: int) -> np.ndarray:
     """What the node computes: each speaker's clips in random order through a fresh
-    :class:`RunningStandardiser`, each clip standardised right after its update."""
+    :class:`RunningStandardiser` with the node's default prior weight and half-life, each
+    clip standardised right after its update."""
+    values = node_voice_values()
     rng = np.random.default_rng(seed)
     result = np.empty(raw.shape, dtype=np.float32)
     for speaker in np.unique(speakers):
-        normaliser = vm.RunningStandardiser(prior_mean, prior_std)
+        normaliser = vm.RunningStandardiser(prior_mean, prior_std,
+                                            values['normaliser_prior_weight'],
+                                            values['normaliser_half_life'])
         for index in rng.permutation(np.flatnonzero(speakers == speaker)):
             normaliser.update(raw[index])
             result[index] = normaliser.transform(raw[index])
@@ -247,8 +259,15 @@ def speaker_folds(speakers: np.ndarray, folds: int) -> List[np.ndarray]:
 
 
 def cross_validate(data: CorpusFeatures, config: TrainConfig, folds: int,
-                   log=print) -> Dict:
-    """Leave-speakers-out CV; returns out-of-fold logits (offline and stream) and metrics."""
+                   log=print, test_data: Optional[CorpusFeatures] = None) -> Dict:
+    """Leave-speakers-out CV; returns out-of-fold logits (offline and stream) and metrics.
+
+    ``test_data``: the same clips' features computed another way (e.g. whole clips vs the
+    node's utterances), used for the held-out rows only, to measure a train/serve mismatch.
+    """
+    test_data = data if test_data is None else test_data
+    if not np.array_equal(test_data.paths, data.paths):
+        raise ValueError('test_data must hold the same clips, in the same order, as data')
     y = encode(data.labels)
     offline = np.zeros((len(y), len(EMOTION_LABELS)))
     stream = np.zeros_like(offline)
@@ -259,13 +278,13 @@ def cross_validate(data: CorpusFeatures, config: TrainConfig, folds: int,
         x_train, y_train = training_rows(data, np.flatnonzero(train), config)
         start = time.perf_counter()
         trained = fit(x_train, y_train, config)
-        x_off = test_rows_offline(data.features[test], data.speakers[test],
+        x_off = test_rows_offline(test_data.features[test], data.speakers[test],
                                   data.features[train], config)
         offline[test] = trained.logits(x_off)
         if config.per_speaker:
             mean, std = vm.population_statistics(data.features[train], data.speakers[train])
             stream[test] = trained.logits(test_rows_stream(
-                data.features[test], data.speakers[test], mean, std, config.seed + fold))
+                test_data.features[test], data.speakers[test], mean, std, config.seed + fold))
         else:
             stream[test] = offline[test]
         fold_accuracy.append(float(np.mean(offline[test].argmax(1) == y[test])))
@@ -305,7 +324,8 @@ def select_speakers(data: CorpusFeatures, train_speakers: Optional[Sequence[str]
     keep = np.isin(data.speakers, chosen)
     return CorpusFeatures(data.name, data.features[keep], data.augmented[:, keep],
                           data.labels[keep], data.speakers[keep], data.paths[keep],
-                          data.feature_names, data.feature_version)
+                          data.feature_names, data.feature_version, data.segmentation,
+                          None if data.segment_counts is None else data.segment_counts[keep])
 
 
 def describe_speakers(speakers: Sequence[str]) -> str:
@@ -360,22 +380,36 @@ def run(args) -> Dict:
 
     started = time.perf_counter()
     ravdess_all = corpus_features(data_dir / 'ravdess', args.cache_dir, args.augment_rounds,
-                                  args.feature_set, log=log)
+                                  args.feature_set, log=log, segmentation=args.segmentation)
     ravdess = select_speakers(ravdess_all, args.train_speakers, args.exclude_speakers)
+    log(describe_segment_counts(ravdess))
+    ravdess_test = None
+    test_segmentation = args.test_segmentation or args.segmentation
+    if test_segmentation != args.segmentation:
+        ravdess_test = select_speakers(
+            corpus_features(data_dir / 'ravdess', args.cache_dir, args.augment_rounds,
+                            args.feature_set, log=log, segmentation=test_segmentation),
+            args.train_speakers, args.exclude_speakers)
+        log(f'RAVDESS CV tested on {test_segmentation} features: '
+            f'{describe_segment_counts(ravdess_test)}')
     speakers = sorted(set(ravdess.speakers.tolist()))
     held_out = sorted(set(ravdess_all.speakers.tolist()) - set(speakers))
     actors = describe_speakers(speakers)
     if held_out:
         log(f'RAVDESS actors {actors} only; held out of all training: '
             f'{describe_speakers(held_out)}')
-    emodb = corpus_features(data_dir / 'emodb', args.cache_dir, args.augment_rounds,
-                            args.feature_set, log=log)
-    log(f'features ready: ravdess {ravdess.features.shape}, emodb {emodb.features.shape} '
+    emodb = None if args.skip_emodb else corpus_features(
+        data_dir / 'emodb', args.cache_dir, args.augment_rounds, args.feature_set, log=log,
+        segmentation=args.segmentation)
+    log(f'features ready: ravdess {ravdess.features.shape}, emodb '
+        f'{"skipped" if emodb is None else emodb.features.shape} '
         f'({time.perf_counter() - started:.0f} s)')
     base = TrainConfig(kind=args.model_kind, epochs=args.epochs, ensemble=args.ensemble,
                        seed=args.seed)
     report: Dict = {'feature_version': ravdess.feature_version,
                     'feature_set': args.feature_set, 'feature_dims': len(ravdess.feature_names),
+                    'segmentation': args.segmentation, 'test_segmentation': test_segmentation,
+                    'segment_counts': describe_segment_counts(ravdess),
                     'augment_rounds': args.augment_rounds, 'config': vars(base),
                     'ravdess_speakers': speakers, 'ravdess_held_out_speakers': held_out,
                     'command': ' '.join(sys.argv), 'results': {}}
@@ -386,7 +420,7 @@ def run(args) -> Dict:
     for kind in compare:
         config = TrainConfig(**{**vars(base), 'kind': kind})
         log(f'RAVDESS actors {actors}: 5-fold leave-speakers-out CV, model {kind}')
-        cv = cross_validate(ravdess, config, 5, log)
+        cv = cross_validate(ravdess, config, 5, log, ravdess_test)
         if kind == base.kind:
             cv_main = cv
         for mode in ('offline', 'stream'):
@@ -401,16 +435,17 @@ def run(args) -> Dict:
         # On the fast linear model, compared with its own full-recipe row (ravdess_cv/logreg).
         config = TrainConfig(**{**vars(base), **overrides, 'kind': 'logreg'})
         log(f'ablation {name} (logreg)')
-        cv = cross_validate(ravdess, config, 5, log)
+        cv = cross_validate(ravdess, config, 5, log, ravdess_test)
         results[f'ravdess_cv/logreg/{name}'] = cv['offline']
         log(summary_line(f'ravdess_cv/logreg/{name}', cv['offline']))
 
-    log('EmoDB 5-fold leave-2-speakers-out CV')
-    cv = cross_validate(emodb, base, 5, log)
-    for mode in ('offline', 'stream'):
-        results[f'emodb_cv/{base.kind}/{mode}'] = cv[mode]
-        log(summary_line(f'emodb_cv/{mode}', cv[mode]))
-    for train_set, test_set in ((ravdess, emodb), (emodb, ravdess)):
+    if emodb is not None:
+        log('EmoDB 5-fold leave-2-speakers-out CV')
+        cv = cross_validate(emodb, base, 5, log)
+        for mode in ('offline', 'stream'):
+            results[f'emodb_cv/{base.kind}/{mode}'] = cv[mode]
+            log(summary_line(f'emodb_cv/{mode}', cv[mode]))
+    for train_set, test_set in ((ravdess, emodb), (emodb, ravdess)) if emodb is not None else ():
         name = f'train_{train_set.name}_test_{test_set.name}'
         log(name)
         result = cross_corpus(train_set, test_set, base)
@@ -438,10 +473,12 @@ def run(args) -> Dict:
             label_names=list(EMOTION_LABELS), population_mean=mean.tolist(),
             within_speaker_std=std.tolist(), temperature=temperature,
             model_id=(f'mika-voice-{base.kind}-ravdess{len(speakers)}'
-                      f'{"-" + actors if held_out else ""}-{ravdess.feature_version}'),
+                      f'{"-" + actors if held_out else ""}-{args.segmentation}-segments'
+                      f'-{ravdess.feature_version}'),
             training={'data': f'RAVDESS speech actors {actors} (CC BY-NC-SA 4.0), 7 classes, '
                               f'{len(ravdess.labels)} clips + {args.augment_rounds} '
                               'augmented copies each',
+                      'segmentation': args.segmentation,
                       'speakers': speakers, 'held_out_speakers': held_out,
                       'command': report['command'], 'config': vars(base),
                       'ravdess_cv_offline_accuracy': cv_offline['accuracy'],
@@ -499,6 +536,14 @@ def parse_args(argv: Optional[Sequence[str]] = None):
                         help='augmented copies of each training clip')
     parser.add_argument('--feature-set', choices=feature_module.FEATURE_SETS,
                         default=feature_module.FEATURE_SET_LIBROSA)
+    parser.add_argument('--segmentation', choices=SEGMENTATIONS, default=SEGMENTATION_NODE,
+                        help="features of the utterance the node's segmenter cuts from each "
+                             "clip ('node', what the node classifies) or of the whole clip")
+    parser.add_argument('--test-segmentation', choices=SEGMENTATIONS, default=None,
+                        help='RAVDESS cross-validation: test rows computed this way instead '
+                             '(default: as --segmentation), to measure a train/serve mismatch')
+    parser.add_argument('--skip-emodb', action='store_true',
+                        help='no EmoDB cross-validation and no cross-corpus tests')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
     if args.model_out and args.model_kind not in SHIPPABLE_KINDS:
