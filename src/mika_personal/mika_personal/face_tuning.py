@@ -393,13 +393,3 @@ def main_face(args) -> int:
     print(f'McNemar exact p = {report["mcnemar_p"]:.3g}'
           + (f'; report in {args.report_dir}' if args.report_dir else ''))
     return 0
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='fine_tune --modality face',
-                                     description=__doc__.split('\n\n')[0])
-    return main_face(add_face_arguments(parser).parse_args(argv))
-
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -516,13 +516,3 @@ def main_voice(args) -> int:
     if args.report_dir:
         print(f'report in {args.report_dir / "voice.md"}')
     return 0
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='fine_tune --modality voice',
-                                     description=__doc__.split('\n\n')[0])
-    return main_voice(add_voice_arguments(parser).parse_args(argv))
-
-
-if __name__ == '__main__':
-    sys.exit(main())
