@@ -87,7 +87,7 @@ def run_node(node_factory: Callable[[], Node], args: Optional[List[str]] = None,
     rclpy.init(args=args if args is not None else sys.argv,
                signal_handler_options=(SignalHandlerOptions.ALL if ros_signal_handlers
                                        else SignalHandlerOptions.NO))
-    node = None
+    node = executor = None
     try:
         node = node_factory()
         executor = MultiThreadedExecutor(num_threads=threads)
@@ -103,9 +103,11 @@ def run_node(node_factory: Callable[[], Node], args: Optional[List[str]] = None,
         print(f'[FATAL] {error}', file=sys.stderr, flush=True)
         return 1
     finally:
+        if node is not None and on_exit is not None:
+            on_exit(node)
+        if executor is not None:  # its worker threads end here, not at interpreter exit
+            executor.shutdown(timeout_sec=5.0)
         if node is not None:
-            if on_exit is not None:
-                on_exit(node)
             node.destroy_node()
         rclpy.try_shutdown()
     return exit_code(node) if exit_code is not None else 0
