@@ -20,6 +20,7 @@ from rclpy.executors import SingleThreadedExecutor
 
 from mika_bringup.run_graph import GraphProcesses
 from mika_bringup.sample_player import SamplePlayer
+from mika_common.process_signals import interrupt_on_stop_signals
 from mika_common.ros_io import latched_qos, results_qos, stamp_to_sec
 from mika_fusion.emotion_logger import describe
 from mika_msgs.msg import EmotionResult, FusedEmotion
@@ -73,6 +74,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--params-file', default='', help='parameters (default: installed '
                         'config/perception.yaml)')
     options = parser.parse_args(argv)
+    interrupt_on_stop_signals()  # the nodes are stopped, not orphaned, on Ctrl-C or SIGTERM
     # A domain of its own, so the demo neither hears nor disturbs other ROS 2 graphs.
     os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(10, 99)))
     print(f'[demo] ROS_DOMAIN_ID={os.environ["ROS_DOMAIN_ID"]}', flush=True)

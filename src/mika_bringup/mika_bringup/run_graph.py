@@ -23,6 +23,7 @@ from ament_index_python.packages import (
 from mika_bringup.graph import (
     ARGUMENTS, NodeSpec, default_arguments, is_true, node_specs, resolve_params_file,
     validate_arguments)
+from mika_common.process_signals import die_with_parent, interrupt_on_stop_signals
 
 RESPAWN_DELAY_S = 2.0
 
@@ -63,8 +64,14 @@ class GraphProcesses:
         self._exited_at: Dict[str, float] = {}
 
     def start(self) -> None:
-        for name, command in self.commands.items():
-            self.processes[name] = subprocess.Popen(command, start_new_session=True)
+        for name in self.commands:
+            self._spawn(name)
+
+    def _spawn(self, name: str) -> None:
+        # a session of its own (Ctrl-C in the terminal reaches the runner only, which stops
+        # the nodes in order), ended with the runner even if the runner is killed
+        self.processes[name] = subprocess.Popen(self.commands[name], start_new_session=True,
+                                                preexec_fn=die_with_parent)
 
     def poll(self) -> None:
         """Respawn nodes that exited, after a delay, as launch's respawn does."""
@@ -79,8 +86,7 @@ class GraphProcesses:
                          if is_true(self.arguments['respawn']) else ''), flush=True)
             if is_true(self.arguments['respawn']) and now - exited >= RESPAWN_DELAY_S:
                 del self._exited_at[name]
-                self.processes[name] = subprocess.Popen(self.commands[name],
-                                                        start_new_session=True)
+                self._spawn(name)
 
     def stop(self, timeout_s: float = 10.0) -> Dict[str, Optional[int]]:
         """SIGINT every node (a clean rclpy shutdown), SIGKILL what is still alive."""
@@ -116,6 +122,7 @@ def parse_arguments(argv: List[str]) -> tuple[Dict[str, str], argparse.Namespace
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    interrupt_on_stop_signals()
     arguments, options = parse_arguments(sys.argv[1:] if argv is None else argv)
     try:
         graph = GraphProcesses(arguments)

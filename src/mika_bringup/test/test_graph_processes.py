@@ -1,6 +1,10 @@
 """Process-level tests: nodes started as their own processes with config/perception.yaml,
 exchanging mika_msgs with this test process over DDS."""
+import os
 import pathlib
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -105,3 +109,63 @@ def test_a_qos_mismatch_is_reported_with_the_setting_to_change(ros_node):
     finally:
         node.destroy_publisher(publisher)
         assert fusion.stop() == 0, fusion.output()
+
+
+
+def _children(pid):
+    return [int(c) for c in pathlib.Path(f'/proc/{pid}/task/{pid}/children').read_text().split()]
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = pathlib.Path(f'/proc/{pid}/stat')
+    return stat.exists() and stat.read_text().split(') ')[1][0] != 'Z'  # not a zombie
+
+
+@pytest.fixture
+def graph_runner(tmp_path):
+    """run_graph (fusion node only) started the way a shell starts a background command, with
+    SIGINT ignored; (process, pid of its node, log path)."""
+    if not pathlib.Path(f'/proc/{os.getpid()}/task/{os.getpid()}/children').exists():
+        pytest.skip('needs Linux /proc to find the runner\'s children')
+    log_path = tmp_path / 'run_graph.log'
+    runner = subprocess.Popen(
+        [sys.executable, '-m', 'mika_bringup.run_graph', f'params_file:={PARAMS_FILE}',
+         'enable_face:=false', 'enable_voice:=false'],
+        stdout=log_path.open('w'), stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.monotonic() + 20.0
+    while time.monotonic() < deadline and 'fusing emotion/face' not in log_path.read_text():
+        time.sleep(0.1)
+    assert 'fusing emotion/face' in log_path.read_text(), log_path.read_text()
+    children = _children(runner.pid)
+    assert len(children) == 1
+    yield runner, children[0], log_path
+    for pid in (runner.pid, *children):
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    runner.wait()
+
+
+def test_the_graph_runner_stops_its_nodes_on_ctrl_c_even_when_started_in_the_background(
+        graph_runner):
+    # a background start ignores SIGINT: the runner used to ignore Ctrl-C, be SIGKILLed and
+    # leave its nodes publishing into later tests
+    runner, node_pid, log_path = graph_runner
+    os.kill(runner.pid, signal.SIGINT)
+    assert runner.wait(15) == 0, log_path.read_text()
+    assert "stopped: {'fusion_node': 0}" in log_path.read_text()
+    assert not _alive(node_pid)
+
+
+def test_the_nodes_end_with_a_killed_graph_runner(graph_runner):
+    runner, node_pid, log_path = graph_runner
+    runner.kill()
+    runner.wait()
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline and _alive(node_pid):
+        time.sleep(0.1)
+    assert not _alive(node_pid), log_path.read_text()

@@ -9,6 +9,8 @@ import signal
 import subprocess
 import time
 
+from mika_common.process_signals import die_with_parent
+
 
 def spin_until(executor, predicate, timeout_s):
     """Spin ``executor`` until ``predicate()`` holds or ``timeout_s`` passes; its last value."""
@@ -47,7 +49,7 @@ class NodeProcess:
         self._log = open(self.log_path, 'w+')
         self.process = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=die_with_parent)
 
     def output(self):
         self._log.flush()

@@ -14,7 +14,6 @@ their arrival time as bag time (as ``ros2 bag record`` does) and keep their head
 """
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 import time
@@ -29,6 +28,7 @@ from std_msgs.msg import String
 
 from mika_common.emotions import EMOTION_LABELS
 from mika_common.node_params import ParameterSet, ParamSpec
+from mika_common.process_signals import interrupt_on_stop_signals
 from mika_common.ros_io import (
     RELIABILITY_CHOICES, InputWatchdog, latched_qos, run_node, sensor_qos, stamp_to_sec)
 from mika_perception.image_conversion import (
@@ -343,17 +343,13 @@ class RecorderNode(Node):
             self.get_logger().info(f'session {self.session_dir} ({summary})')
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(args: Optional[List[str]] = None) -> int:
     """Spin until the schedule is done; Ctrl-C or SIGTERM finish a partial session.
 
     Signals are handled here, not by rclpy (which would shut ROS down first): the partial
     session's last prompt and log lines still reach their topics.
     """
-    signal.signal(signal.SIGTERM, _interrupt)
+    interrupt_on_stop_signals()
     return run_node(RecorderNode, args, threads=3, finished=lambda node: node.finished,
                     on_exit=lambda node: node.stop(interrupted=True),  # no-op when done
                     ros_signal_handlers=False)
