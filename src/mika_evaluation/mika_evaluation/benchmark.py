@@ -195,16 +195,10 @@ def run(args) -> Dict:
     }
 
 
-def parse_args(argv: Optional[Sequence[str]] = None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--output', default='bench/results/evaluation',
-                        help='path prefix of the .md and .json results')
+def add_bag_options(parser: argparse.ArgumentParser) -> None:
+    """The options that say how a bag is built and replayed (shared with heldout)."""
     parser.add_argument('--params', type=Path, default=default_params_file(),
                         help='params YAML of the launch file')
-    parser.add_argument('--tuned-params', type=Path, default=None,
-                        help='a second params file (tune_fusion output): its fusion_node '
-                             'section gives a "fused (tuned)" row')
-    parser.add_argument('--bag', default=None, help='replay this bag instead of building one')
     parser.add_argument('--data-dir', default=str(default_data_dir()),
                         help='shared data (default $MIKA_DATA or <repo>/../shared/data)')
     parser.add_argument('--voice-corpus', default=None,
@@ -214,33 +208,49 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     parser.add_argument('--fer-split', default='private_test')
     parser.add_argument('--segments', type=int, default=12)
     parser.add_argument('--fps', type=float, default=30.0)
-    parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--face-model', action='append', default=None)
     parser.add_argument('--voice-model', default=None)
     parser.add_argument('--work-dir', default=None,
-                        help='where the temporary bag is built (default the system temp)')
+                        help='where temporary bags are built (default the system temp)')
+
+
+def parse_args(argv: Optional[Sequence[str]] = None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--output', default='bench/results/evaluation',
+                        help='path prefix of the .md and .json results')
+    parser.add_argument('--tuned-params', type=Path, default=None,
+                        help='a second params file (tune_fusion output): its fusion_node '
+                             'section gives a "fused (tuned)" row')
+    parser.add_argument('--bag', default=None, help='replay this bag instead of building one')
+    parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--keep-bag', action='store_true')
     parser.add_argument('--all-cores', action='store_true',
                         help='do not pin the process to one core')
+    add_bag_options(parser)
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
+def run_and_write(command: str, run_fn, markdown_fn, args) -> int:
+    """``run_fn(args)``, then ``<output>.json`` and ``.md`` written and the Markdown printed;
+    exit status 2 with the reason when a bag, the params or a model cannot be used."""
     from mika_evaluation.bag_format import BagError
     from mika_evaluation.node_config import ConfigError
     try:
-        result = run(args)
+        result = run_fn(args)
     except (BagError, ConfigError, ValueError, OSError, RuntimeError) as error:
-        print(f'mika_evaluation.benchmark: {error}', file=sys.stderr)
+        print(f'{command}: {error}', file=sys.stderr)
         return 2
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.with_suffix('.json').write_text(json.dumps(result, indent=1) + '\n')
-    text = markdown(result)
+    output.with_suffix('.json').write_text(json.dumps(result, indent=1, default=str) + '\n')
+    text = markdown_fn(result)
     output.with_suffix('.md').write_text(text)
     print(text)
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run_and_write('mika_evaluation.benchmark', run, markdown, parse_args(argv))
 
 
 if __name__ == '__main__':

@@ -115,19 +115,36 @@ def flips_per_minute(times: np.ndarray, truth: Sequence[Optional[str]],
     step = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
     for first, end, label in _stretches(truth):
         minutes += (end - first) * step / 60.0
-        previous, reacted = None, False
-        for value in predicted[first:end]:
-            if value is None:
-                continue
-            if previous is not None and value != previous:
-                if value == label and not reacted:
-                    reacted = True
-                else:
-                    flips += 1
-            if value == label:
-                reacted = True
-            previous = value
+        flips += flips_in_stretch(predicted[first:end], label)
     return flips / minutes if minutes > 0 else float('nan')
+
+
+def flips_in_stretch(predicted: Sequence[Optional[str]], label: str) -> int:
+    """Changes of ``predicted`` while the truth stays ``label``, less the one reaction."""
+    flips, previous, reacted = 0, None, False
+    for value in predicted:
+        if value is None:
+            continue
+        if previous is not None and value != previous:
+            if value == label and not reacted:
+                reacted = True
+            else:
+                flips += 1
+        if value == label:
+            reacted = True
+        previous = value
+    return flips
+
+
+def bootstrap_interval(statistic, rows: Sequence, rounds: int = 2000, seed: int = 0,
+                       level: float = 0.95) -> tuple:
+    """Percentile interval of ``statistic(rows)`` over ``rounds`` resamples of ``rows`` with
+    replacement (rows: independent units, such as labelled segments)."""
+    rng = np.random.default_rng(seed)
+    values = [statistic([rows[i] for i in rng.integers(0, len(rows), len(rows))])
+              for _ in range(rounds)]
+    tail = (1.0 - level) / 2 * 100
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
 
 
 def reaction_times(times: np.ndarray, truth: Sequence[Optional[str]],

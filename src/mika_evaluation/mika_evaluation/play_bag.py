@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -28,6 +30,7 @@ from mika_evaluation.playback import Pacer, TopicPlan, topic_plans
 DEFAULT_CLOCK_HZ = 40.0
 #: Kept alive this long after the last message, so reliable readers get the last ones.
 LINGER_S = 0.5
+SHUTDOWN_TIMEOUT_S = 10.0
 
 
 def message_class(msgtype: str):
@@ -173,6 +176,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rclpy.init(args=['play_bag'])
     node = rclpy.create_node('play_bag')
     log = node.get_logger()
+    status = 0
     try:
         plans = topic_plans(reader.connections, args.topics)
         player = BagPlayer(node, plans, args.clock)
@@ -207,14 +211,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                  f'{summary["late_p95_ms"]:.1f} ms, at most {summary["late_max_ms"]:.1f} ms')
     except BagError as error:
         print(f'play_bag: {error}', file=sys.stderr)
-        return 2
+        status = 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         reader.close()
+        if not shut_down_within(node, SHUTDOWN_TIMEOUT_S):
+            print(f'play_bag: the middleware did not shut down within {SHUTDOWN_TIMEOUT_S:g} s '
+                  '(Fast DDS can block on a subscriber that stopped reading); exiting anyway',
+                  file=sys.stderr, flush=True)
+            os._exit(status)  # only the DDS teardown is abandoned
+    return status
+
+
+def shut_down_within(node, timeout_s: float) -> bool:
+    """Destroy ``node`` and shut rclpy down in a helper thread, waiting ``timeout_s`` at most:
+    False if the middleware's teardown is still blocked then (the player must not hang a
+    test or a script after its work is done)."""
+    import rclpy
+    finished = threading.Event()
+
+    def close():
         node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+        finished.set()
+    threading.Thread(target=close, name='play_bag_shutdown', daemon=True).start()
+    return finished.wait(timeout_s)
 
 
 if __name__ == '__main__':

@@ -75,3 +75,17 @@ def test_latency_summary_in_milliseconds():
     summary = metrics.latency_summary([0.001, 0.002, 0.003])
     assert summary['count'] == 3 and summary['mean_ms'] == pytest.approx(2.0)
     assert summary['max_ms'] == pytest.approx(3.0)
+
+
+def test_flips_in_one_stretch_skip_gaps_and_the_first_reaction():
+    assert metrics.flips_in_stretch(['b', None, 'a', 'a', 'b', 'a'], 'a') == 2
+    assert metrics.flips_in_stretch([None, 'a', 'a'], 'a') == 0
+
+
+def test_bootstrap_interval_brackets_the_statistic_and_narrows_with_more_rows():
+    rng = np.random.default_rng(3)
+    few, many = list(rng.normal(0.05, 0.2, 20)), list(rng.normal(0.05, 0.2, 2000))
+    low, high = metrics.bootstrap_interval(np.mean, few, rounds=500)
+    assert low < np.mean(few) < high
+    low_many, high_many = metrics.bootstrap_interval(np.mean, many, rounds=500)
+    assert low_many < 0.05 < high_many and high_many - low_many < (high - low) / 5

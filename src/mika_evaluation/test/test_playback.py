@@ -53,3 +53,32 @@ def test_a_missing_or_damaged_bag_stops_with_the_reason(tmp_path, small_bags, ca
     with pytest.raises(SystemExit):
         play_bag_main([str(small_bags['mcap'][0]), '--rate', '0'])
     assert '--rate 0.0 is outside' in capsys.readouterr().err
+
+
+def test_a_blocked_middleware_teardown_does_not_hang_the_player():
+    # Fast DDS can block a writer's teardown on a subscriber that stopped reading; the
+    # player gives up waiting after its timeout instead of hanging the script that ran it
+    import threading
+    import time
+
+    rclpy = pytest.importorskip('rclpy')
+    from rclpy.node import Node
+
+    from mika_evaluation.play_bag import shut_down_within
+    release = threading.Event()
+
+    class BlockedTeardown(Node):
+        def destroy_node(self):
+            release.wait(30.0)
+            return super().destroy_node()
+
+    rclpy.init()
+    node = BlockedTeardown('blocked_teardown')
+    try:
+        assert shut_down_within(node, 0.3) is False
+    finally:
+        release.set()
+    deadline = time.monotonic() + 10.0
+    while rclpy.ok() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not rclpy.ok()  # once unblocked, the teardown finished in its thread
