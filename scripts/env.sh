@@ -27,7 +27,9 @@ fi
 
 # Fast DDS (Jazzy and newer) sends large samples over TCP/shared memory with LARGE_DATA;
 # its default UDP transport loses most 640x480 frames on a loaded machine (measured:
-# 12-32% of camera frames reached face_node). Older Fast DDS ignores the variable.
+# 12-32% of camera frames reached face_node). Older Fast DDS ignores the variable. Seen
+# with it: node processes started and stopped seconds apart sometimes never matched (the
+# tests run with DEFAULT for that reason, see scripts/test.sh).
 export FASTDDS_BUILTIN_TRANSPORTS="${FASTDDS_BUILTIN_TRANSPORTS:-LARGE_DATA}"
 
 if [ -f "$MIKA_ROOT/install/local_setup.bash" ]; then

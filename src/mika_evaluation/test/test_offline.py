@@ -141,7 +141,7 @@ def test_invalid_params_are_refused_like_the_nodes_refuse_them(tmp_path):
 
 
 def test_tuning_sweep_writes_a_params_file_the_nodes_accept(tmp_path, replays):
-    from mika_evaluation.tune import pareto, sweep, write_params
+    from mika_evaluation.tune import choose_stable, pareto, sweep, write_params
     log = replays['mcap']
     grid = {'voice_weight': [0.2, 1.0], 'min_dwell_s': [0.0, 1.0], 'switch_margin': [0.0, 0.3]}
     rows = sweep([log], PARAMS.fusion, grid, flip_cost=0.01, reaction_cost=0.02)
@@ -152,6 +152,9 @@ def test_tuning_sweep_writes_a_params_file_the_nodes_accept(tmp_path, replays):
     assert by_params[(0.2, 1.0, 0.3)]['flips_per_minute'] <= \
         by_params[(0.2, 0.0, 0.0)]['flips_per_minute']
     assert rows[0] in pareto(rows)
+    chosen = choose_stable(rows, PARAMS.fusion)  # never one that makes a steady face flicker
+    assert chosen is not None and chosen['instability'] is None
+    assert all(r['instability'] for r in rows[:rows.index(chosen)])
     base = tmp_path / 'base.yaml'
     base.write_text('/**/face_node:\n  ros__parameters:\n    min_face_px: 30\n'
                     '/**/fusion_node:\n  ros__parameters:\n    max_age_s: 5.0\n')
@@ -173,7 +176,7 @@ def test_params_file_sections_are_found_as_ros_finds_them(tmp_path):
     loaded = NodeParameters.load(params)
     assert loaded.face['min_face_px'] == 24 and loaded.face['threads'] == 2
     assert loaded.fusion['voice_weight'] == 0.3
-    assert loaded.fusion['half_life_s'] == 1.0  # the node's default
+    assert loaded.fusion['half_life_s'] == 0.5  # the node's default
 
 
 def test_the_launch_files_params_are_used():

@@ -24,7 +24,7 @@ import numpy as np
 from mika_common.emotions import EMOTION_LABELS
 from mika_fusion.fusion import FACE, VOICE, EmotionFuser, FusionConfig, make_observation
 from mika_fusion.scenarios import (
-    UNDEBOUNCED, flicker_scenarios, flips, follow_delay, peaked, simulate)
+    UNDEBOUNCED, flicker_scenarios, flips, follow_delay, happy_then_sad, simulate)
 
 GOAL_P99_MS = 0.2
 PERCENTILES = (50, 95, 99, 100)
@@ -83,8 +83,7 @@ def behaviour(seeds: int = 5):
                 [flips(simulate(FusionConfig(**UNDEBOUNCED), mix_at, 60.0, seed=s))
                  for s in range(seeds)])),
         }
-    delays = [follow_delay(simulate(FusionConfig(), lambda t: peaked('happy') if t < 10.0
-                                    else peaked('sad'), 20.0, seed=s), 10.0, 'sad')
+    delays = [follow_delay(simulate(FusionConfig(), happy_then_sad, 20.0, seed=s), 10.0, 'sad')
               for s in range(seeds)]
     known = [d for d in delays if d is not None]
     return {'flicker': flicker, 'change_delay_s': {

@@ -53,8 +53,8 @@ class FusionConfig:
     """Tuning of the fusion; the defaults are those of config/perception.yaml."""
 
     face_weight: float = 1.0
-    voice_weight: float = 0.35
-    half_life_s: float = 1.0
+    voice_weight: float = 1.0
+    half_life_s: float = 0.5
     max_age_s: float = 6.0
     max_future_s: float = 0.5
     face_selection: str = 'largest'
@@ -62,8 +62,8 @@ class FusionConfig:
     face_track_timeout_s: float = 1.0
     face_fresh_window_s: float = 0.25
     smoothing_time_constant_s: float = 0.8
-    switch_margin: float = 0.2
-    min_dwell_s: float = 0.3
+    switch_margin: float = 0.1
+    min_dwell_s: float = 0.15
     probability_sum_tolerance: float = 0.05
 
     def __post_init__(self):

@@ -18,9 +18,9 @@ PARAMETERS = [
               'it does not change (it is also published on every change).',
               min_value=0.2, max_value=100.0, read_only=True),
     ParamSpec('face_weight', 1.0, 'Weight of the face modality.', min_value=0.0, max_value=10.0),
-    ParamSpec('voice_weight', 0.35, 'Weight of the voice modality.', min_value=0.0,
+    ParamSpec('voice_weight', 1.0, 'Weight of the voice modality.', min_value=0.0,
               max_value=10.0),
-    ParamSpec('half_life_s', 1.0, 'Age (s, by sensor stamp) at which a result counts half.',
+    ParamSpec('half_life_s', 0.5, 'Age (s, by sensor stamp) at which a result counts half.',
               min_value=0.05, max_value=60.0),
     ParamSpec('max_age_s', 6.0, 'Results older than this (s) are ignored.', min_value=0.1,
               max_value=300.0),
@@ -40,9 +40,9 @@ PARAMETERS = [
     ParamSpec('smoothing_time_constant_s', 0.8, 'Time constant (s) of the exponential '
               'smoothing of the fused distribution; 0 disables smoothing.',
               min_value=0.0, max_value=30.0),
-    ParamSpec('switch_margin', 0.2, 'Probability by which a rival must beat the current '
+    ParamSpec('switch_margin', 0.1, 'Probability by which a rival must beat the current '
               'emotion before the state switches.', min_value=0.0, max_value=0.99),
-    ParamSpec('min_dwell_s', 0.3, 'How long (s) the rival must keep that lead.',
+    ParamSpec('min_dwell_s', 0.15, 'How long (s) the rival must keep that lead.',
               min_value=0.0, max_value=60.0),
     ParamSpec('probability_sum_tolerance', 0.05, 'Inputs whose probabilities sum further '
               'than this from 1 are rejected.', min_value=0.001, max_value=0.5),

@@ -76,6 +76,10 @@ def follow_delay(states: List[FusedState], change_at_s: float,
 
 
 UNDEBOUNCED = dict(smoothing_time_constant_s=0.0, switch_margin=0.0, min_dwell_s=0.0)
+#: The steady-person promise: at most this many flips in a minute of each flicker scenario
+#: (seeds 0 and 1), and a real change followed within ``MAX_FOLLOW_S``.
+MAX_STEADY_FLIPS = 1
+MAX_FOLLOW_S = 2.0
 
 
 def flicker_scenarios() -> Dict[str, Callable[[float], Dict[str, float]]]:
@@ -94,3 +98,25 @@ def flicker_scenarios() -> Dict[str, Callable[[float], Dict[str, float]]]:
     return {'alternating happy/sad frames': alternating,
             'ambiguous happy/neutral face': ambiguous,
             'happy with 15% misread frames': misfires}
+
+
+def happy_then_sad(t: float) -> Dict[str, float]:
+    """A real change at 10 s."""
+    return peaked('happy') if t < 10.0 else peaked('sad')
+
+
+def stability_problem(config: FusionConfig) -> Optional[str]:
+    """Why ``config`` breaks the steady-person promise, or None: more than
+    ``MAX_STEADY_FLIPS`` flips in a minute of a flicker scenario, or a real change not
+    followed within ``MAX_FOLLOW_S`` (the tests hold the defaults to it, and tune_fusion
+    does not choose parameters that break it)."""
+    for name, mix_at in flicker_scenarios().items():
+        for seed in (0, 1):
+            count = flips(simulate(config, mix_at, 60.0, seed=seed))
+            if count > MAX_STEADY_FLIPS:
+                return f'{count} flips in a minute of "{name}" (seed {seed})'
+    for seed in range(5):
+        delay = follow_delay(simulate(config, happy_then_sad, 20.0, seed=seed), 10.0, 'sad')
+        if delay is None or delay > MAX_FOLLOW_S:
+            return f'a change from happy to sad followed after {delay} s (seed {seed})'
+    return None

@@ -10,7 +10,8 @@ from mika_common.emotions import EMOTION_LABELS
 from mika_fusion.fusion import (
     FACE, VOICE, EmotionFuser, FusionConfig, InvalidInput, make_observation)
 from mika_fusion.scenarios import (
-    UNDEBOUNCED, flicker_scenarios, flips, follow_delay, noisy_distribution, peaked, simulate)
+    UNDEBOUNCED, flicker_scenarios, flips, follow_delay, happy_then_sad, noisy_distribution,
+    peaked, simulate, stability_problem)
 
 RATE_HZ = 10.0
 
@@ -43,12 +44,19 @@ def test_debounce_suppresses_flicker_of_a_steady_emotion(scenario, seed):
 def test_a_real_change_is_followed_after_the_dwell_time_but_within_two_seconds():
     config = FusionConfig()
     for seed in range(5):
-        states = simulate(config, lambda t: peaked('happy') if t < 10.0 else peaked('sad'),
-                          20.0, seed=seed)
+        states = simulate(config, happy_then_sad, 20.0, seed=seed)
         assert states[int(10.0 * RATE_HZ) - 1].emotion == 'happy'
         delay = follow_delay(states, 10.0, 'sad')
         assert delay is not None and config.min_dwell_s <= delay <= 2.0, (seed, delay)
         assert flips(states) == 1
+
+
+def test_the_stability_check_passes_the_defaults_and_names_what_breaks_it():
+    assert stability_problem(FusionConfig()) is None
+    lighter = stability_problem(FusionConfig(switch_margin=0.1, min_dwell_s=0.0))
+    assert lighter is not None and 'alternating happy/sad frames' in lighter
+    sluggish = stability_problem(FusionConfig(smoothing_time_constant_s=5.0))
+    assert sluggish is not None and 'followed after' in sluggish
 
 
 def test_real_changes_every_five_seconds_are_all_followed():
