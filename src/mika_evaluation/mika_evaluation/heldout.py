@@ -1,12 +1,12 @@
 """Fused against each single modality over several held-out bags, with an interval.
 
-One evaluation bag of 24 segments is a small sample: two bags built the same way from
-different draws of the same held-out faces and voices put the fused output 2 points below
-and 10 points above the face. This command builds bags from several seeds (or takes
-existing bags), replays each once through the nodes' core code, fuses with the params file
-and reports per bag, pooled over all labelled segments, and a bootstrap interval over
-segments for "fused minus face" and "fused minus voice", so that a claim about the fusion
-rests on more than one draw.
+One evaluation bag of 24 segments is a small sample: four bags built the same way from
+different draws of the same held-out faces and voices put the fused output anywhere from
+10 points below to 10 points above the face. This command builds bags from several seeds
+(or takes existing bags), replays each once through the nodes' core code, fuses with the
+params file and reports per bag, pooled over all labelled segments, and a bootstrap
+interval over segments for "fused minus face" and "fused minus voice", so that a claim
+about the fusion rests on more than one draw.
 
     python -m mika_evaluation.heldout --seeds 12 13 14 15 \\
         --voice-corpus $MIKA_DATA/ravdess --speakers ravdess_17 ravdess_18 ravdess_19 ravdess_20 \\

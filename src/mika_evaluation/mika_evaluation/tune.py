@@ -9,9 +9,8 @@ chosen combination maximises ``accuracy - flip_cost * flips/min - reaction_cost 
 s`` among those that keep the steady-person promise of the fusion tests (at most one flip a
 minute on a flickering steady face, a real change followed within 2 s: a few minutes of
 bag cannot show flicker the scenarios do); the trade-off table lists the Pareto-optimal
-ones. The output YAML is the input params
-file with the ``fusion_node`` section replaced: the launch file accepts it as
-``params_file:=``.
+ones. The output YAML is the input params file with the ``fusion_node`` section replaced:
+the launch file accepts it as ``params_file:=``.
 """
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ def test_the_shipped_config_builds_the_node_pipelines_without_rclpy():
         capture_output=True, text=True, timeout=120, env=environment)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
-    assert lines[0] == '1.0'  # half_life_s of config/perception.yaml
+    assert lines[0] == '0.5'  # half_life_s of config/perception.yaml
     faces, model_id = lines[1].split()
     assert faces == '1' and model_id.startswith('face_emotion')
     assert lines[2] == '400 librosa'  # hangover_s 0.4; the shipped model's feature set

@@ -268,12 +268,13 @@ def test_a_clock_that_goes_back_resets_the_state():
 
 
 def test_reconfiguring_keeps_the_state_and_applies_the_new_weights():
-    fuser = EmotionFuser(FusionConfig(smoothing_time_constant_s=0.0))
+    fuser = EmotionFuser(FusionConfig(smoothing_time_constant_s=0.0, voice_weight=0.35))
     config = fuser.config
     feed(fuser, config, FACE, 100.0, one_hot('happy', 0.6))
     feed(fuser, config, VOICE, 100.0, one_hot('angry', 0.6))
-    before = fuser.update(100.0)
-    fuser.reconfigure(FusionConfig(smoothing_time_constant_s=0.0, face_weight=0.0))
+    before = fuser.update(100.0)  # the face outweighs the voice
+    fuser.reconfigure(FusionConfig(smoothing_time_constant_s=0.0, voice_weight=0.35,
+                                   face_weight=0.0))
     after = fuser.update(100.1)
     assert before.emotion == 'happy' and after.emotion == 'happy'  # dwell not yet over
     assert {c.modality: c.weight for c in after.contributions}[VOICE] == 1.0
