@@ -22,6 +22,18 @@ Stage = Tuple[str, int, float, List]
 class TuningSettings:
     """Mixin of the frozen settings dataclasses of face and voice fine-tuning."""
 
+    def check_common(self) -> None:
+        """ValueError for a schedule or regularisation both modalities would refuse."""
+        if self.head_epochs < 1 or self.unfreeze_epochs < 0 or self.unfreeze_stages < 0:
+            raise ValueError('head_epochs must be >= 1, unfreeze_epochs and unfreeze_stages '
+                             '>= 0')
+        if not 0 < self.learning_rate < 1 or not 0 < self.unfreeze_lr_factor <= 1:
+            raise ValueError('learning_rate must be in (0, 1), unfreeze_lr_factor in (0, 1]')
+        if not 0 <= self.dropout < 1:
+            raise ValueError('dropout must be in [0, 1)')
+        if not 0 <= self.label_smoothing < 1 or self.batch_size < 1 or self.patience < 1:
+            raise ValueError('label_smoothing must be in [0, 1), batch_size and patience >= 1')
+
     def with_changes(self, spec: str):
         """These settings with ``name=value,...`` applied (an ensemble variant)."""
         types = {f.name: f.type for f in dataclasses.fields(self)}

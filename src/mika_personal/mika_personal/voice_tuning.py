@@ -76,15 +76,9 @@ class VoiceTuningConfig(TuningSettings):
     seed: int = 0
 
     def __post_init__(self):
-        if self.head_epochs < 1 or self.unfreeze_epochs < 0 or self.unfreeze_stages < 0:
-            raise ValueError('head_epochs must be >= 1, unfreeze_epochs and unfreeze_stages '
-                             '>= 0')
-        if not 0 < self.learning_rate < 1 or not 0 < self.unfreeze_lr_factor <= 1:
-            raise ValueError('learning_rate must be in (0, 1), unfreeze_lr_factor in (0, 1]')
-        if not 0 <= self.dropout < 1 or self.l2_sp < 0 or self.head_units < 0:
-            raise ValueError('dropout must be in [0, 1), l2_sp and head_units >= 0')
-        if not 0 <= self.label_smoothing < 1 or self.batch_size < 1 or self.patience < 1:
-            raise ValueError('label_smoothing must be in [0, 1), batch_size and patience >= 1')
+        self.check_common()
+        if self.l2_sp < 0 or self.head_units < 0:
+            raise ValueError('l2_sp and head_units must be >= 0')
 
 
 # ----------------------------------------------------------------------------- splits
