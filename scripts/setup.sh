@@ -107,4 +107,10 @@ colcon build --base-paths "${build_paths[@]}" \
   --event-handlers console_cohesion- status- summary+ \
   --cmake-args -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF \
   > "$ROOT/log/mika-build.log" 2>&1 || { tail -n 60 "$ROOT/log/mika-build.log"; die "colcon build failed (full log: log/mika-build.log)"; }
+# librosa's numba kernels, compiled once here and alone: processes compiling them at the
+# same moment can leave a cache that crashes every later run (numba#10128); repaired here.
+# shellcheck disable=SC1091
+. "$ROOT/scripts/env.sh"
+features="$(python -m mika_voice.feature_cache)" || die "voice features cannot be computed here (see above)"
+say "voice features: $features"
 say "workspace built: source scripts/env.sh to use it"

@@ -2,7 +2,8 @@
 
 Camera: faces from FER-2013 (``fer2013.npz``, one split) or from image folders (one
 sub-folder per emotion), each upscaled into a 640x480 frame and held for a while at a
-camera rate, with sensor noise and a small jitter, as ``sensor_msgs/Image`` bgr8.
+camera rate, with sensor noise and a small jitter, as ``sensor_msgs/Image`` bgr8 or, as
+robots usually record a camera, ``sensor_msgs/CompressedImage`` JPEG on ``<topic>/compressed``.
 Microphone: utterances from a corpus folder with ``labels.csv`` (``path,label,
 speaker_or_subject``; the RAVDESS/EmoDB layout), laid end to end over a low noise floor
 and cut into 100 ms ``AudioDataStamped`` S16LE chunks, with a latched ``AudioInfo``.
@@ -28,10 +29,13 @@ import numpy as np
 
 from mika_common.emotions import EMOTION_LABELS
 from mika_evaluation.bag_format import (
-    AUDIO_INFO_TOPIC, AUDIO_INFO_TYPE, AUDIO_TOPIC, AUDIO_TYPE, CAMERA_TOPIC, IMAGE_TYPE,
+    AUDIO_INFO_TOPIC, AUDIO_INFO_TYPE, AUDIO_TOPIC, AUDIO_TYPE, CAMERA_TOPIC, COMPRESSED_SUFFIX,
+    COMPRESSED_TYPE, IMAGE_TYPE,
     TRUTH_TOPIC, TRUTH_TYPE, Interval, make_typestore, offered_qos, write_truth_csv)
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.pgm')
+IMAGE_FORMATS = ('raw', 'jpeg')
+JPEG_QUALITY = 90
 SAMPLE_RATE = 16000
 CHUNK_S = 0.1
 FRAME_WIDTH, FRAME_HEIGHT = 640, 480
@@ -164,6 +168,7 @@ class LayoutConfig:
     face_hold_s: float = 1.0        # each face image stays this long
     fps: float = 15.0
     face_px: int = 200              # the 48x48 (or any) face is shown this large
+    image_format: str = 'raw'       # raw (Image bgr8) or jpeg (CompressedImage)
     seed: int = 0
     start_s: float = DEFAULT_START_S
 
@@ -264,6 +269,7 @@ def write_bag(path: Path, segments: Sequence[Segment], config: LayoutConfig,
     Header = typestore.types['std_msgs/msg/Header']
     Time = typestore.types['builtin_interfaces/msg/Time']
     Image = typestore.types[IMAGE_TYPE]
+    CompressedImage = typestore.types[COMPRESSED_TYPE]
     String = typestore.types[TRUTH_TYPE]
     AudioData = typestore.types['audio_common_msgs/msg/AudioData']
     AudioDataStamped = typestore.types[AUDIO_TYPE]
@@ -283,8 +289,9 @@ def write_bag(path: Path, segments: Sequence[Segment], config: LayoutConfig,
 
     events: List[Tuple[float, int, object]] = []  # (time, order, what); frames drawn later
     with Writer(path, version=9, storage_plugin=plugin) as writer:
-        image_conn = writer.add_connection(CAMERA_TOPIC, IMAGE_TYPE, typestore=typestore,
-                                           offered_qos_profiles=[offered_qos(False, False)])
+        image_conn = writer.add_connection(
+            camera_topic(config), IMAGE_TYPE if config.image_format == 'raw' else COMPRESSED_TYPE,
+            typestore=typestore, offered_qos_profiles=[offered_qos(False, False)])
         audio_conn = writer.add_connection(AUDIO_TOPIC, AUDIO_TYPE, typestore=typestore,
                                            offered_qos_profiles=[offered_qos(False, True)])
         info_conn = writer.add_connection(AUDIO_INFO_TOPIC, AUDIO_INFO_TYPE,
@@ -323,10 +330,16 @@ def write_bag(path: Path, segments: Sequence[Segment], config: LayoutConfig,
             else:
                 face, centre = face_plan(time_s)
                 frame = renderer.render(face, centre)
-                put(image_conn, time_s, Image(
-                    header=header(time_s, 'camera'), height=FRAME_HEIGHT, width=FRAME_WIDTH,
-                    encoding='bgr8', is_bigendian=0, step=FRAME_WIDTH * 3,
-                    data=frame.reshape(-1)))
+                if config.image_format == 'raw':
+                    put(image_conn, time_s, Image(
+                        header=header(time_s, 'camera'), height=FRAME_HEIGHT,
+                        width=FRAME_WIDTH, encoding='bgr8', is_bigendian=0,
+                        step=FRAME_WIDTH * 3, data=frame.reshape(-1)))
+                else:
+                    jpeg = cv2.imencode('.jpg', frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1]
+                    put(image_conn, time_s, CompressedImage(
+                        header=header(time_s, 'camera'), format='bgr8; jpeg compressed bgr8',
+                        data=jpeg.reshape(-1)))
     return intervals
 
 
@@ -354,6 +367,9 @@ def build(output: Path, faces: FaceSource, voices: VoiceSource, config: LayoutCo
           storage: str = 'mcap', labels_csv: Optional[Path] = None) -> Dict:
     """Plan, write the bag and its label CSV; returns the manifest."""
     output = Path(output)
+    if config.image_format not in IMAGE_FORMATS:
+        raise ValueError(f'image_format {config.image_format!r} is not one of '
+                         f'{", ".join(IMAGE_FORMATS)}')
     if output.exists():
         raise FileExistsError(f'{output} exists: choose a new bag path')
     segments = plan_segments(faces, voices, config)
@@ -369,7 +385,7 @@ def build(output: Path, faces: FaceSource, voices: VoiceSource, config: LayoutCo
         'utterances_per_segment': config.utterances_per_segment,
         'audio': f'S16LE {SAMPLE_RATE} Hz mono, {CHUNK_S * 1000:.0f} ms chunks',
         'seed': config.seed, 'start_time_s': start,
-        'truth_topic': TRUTH_TOPIC,
+        'truth_topic': TRUTH_TOPIC, 'camera_topic': camera_topic(config),
         'labels': [s.label for s in segments],
         'face_items': [[item_id for item_id, _ in s.faces] for s in segments],
         'voice_items': [[clip.clip_id for clip, _, _ in s.utterances] for s in segments],
@@ -383,6 +399,10 @@ def build(output: Path, faces: FaceSource, voices: VoiceSource, config: LayoutCo
         f'seed {config.seed}, {len(segments)} segments, {config.fps:g} FPS'])
     manifest['labels_csv'] = str(labels_csv)
     return manifest
+
+
+def camera_topic(config: LayoutConfig) -> str:
+    return CAMERA_TOPIC + ('' if config.image_format == 'raw' else COMPRESSED_SUFFIX)
 
 
 def default_labels_path(bag: Path) -> Path:
@@ -412,6 +432,10 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     parser.add_argument('--face-hold-s', type=float, default=1.0,
                         help='each face image is shown this long')
     parser.add_argument('--face-px', type=int, default=200)
+    parser.add_argument('--image-format', choices=IMAGE_FORMATS, default='raw',
+                        help=f'raw: sensor_msgs/Image bgr8 on {CAMERA_TOPIC}; jpeg: '
+                        f'CompressedImage (quality {JPEG_QUALITY}) on {CAMERA_TOPIC}'
+                        f'{COMPRESSED_SUFFIX}, about 20x smaller')
     parser.add_argument('--seed', type=int, default=0)
     return parser.parse_args(argv)
 
@@ -425,7 +449,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         config = LayoutConfig(segments=args.segments,
                               utterances_per_segment=args.utterances_per_segment,
                               fps=args.fps, face_hold_s=args.face_hold_s,
-                              face_px=args.face_px, seed=args.seed)
+                              face_px=args.face_px, image_format=args.image_format,
+                              seed=args.seed)
         manifest = build(Path(args.output), faces, voices, config, args.storage,
                          args.labels_csv)
     except (ValueError, OSError) as error:

@@ -31,6 +31,9 @@ AUDIO_INFO_TOPIC = '/audio_info'
 TRUTH_TOPIC = '/emotion/ground_truth'
 
 IMAGE_TYPE = 'sensor_msgs/msg/Image'
+COMPRESSED_TYPE = 'sensor_msgs/msg/CompressedImage'
+#: image_transport's convention: compressed frames of a camera topic are on <topic>/compressed
+COMPRESSED_SUFFIX = '/compressed'
 AUDIO_TYPE = 'audio_common_msgs/msg/AudioDataStamped'
 AUDIO_INFO_TYPE = 'audio_common_msgs/msg/AudioInfo'
 TRUTH_TYPE = 'std_msgs/msg/String'

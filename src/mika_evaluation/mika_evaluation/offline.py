@@ -33,14 +33,12 @@ import numpy as np
 
 from mika_common.emotions import EMOTION_LABELS, UNKNOWN
 from mika_evaluation.bag_format import (
-    AUDIO_INFO_TOPIC, AUDIO_INFO_TYPE, AUDIO_TOPIC, AUDIO_TYPE, CAMERA_TOPIC, IMAGE_TYPE,
-    TRUTH_TOPIC, TRUTH_TYPE, BagError, Interval, intervals_from_label_messages,
+    AUDIO_INFO_TOPIC, AUDIO_INFO_TYPE, AUDIO_TOPIC, AUDIO_TYPE, CAMERA_TOPIC, COMPRESSED_SUFFIX,
+    COMPRESSED_TYPE, IMAGE_TYPE, TRUTH_TOPIC, TRUTH_TYPE, BagError, Interval, intervals_from_label_messages,
     make_typestore, read_custom_data, read_truth_csv)
 from mika_common.tensorflow_logging import quiet_tensorflow_start_up
 from mika_evaluation.node_config import (
     ConfigError, NodeParameters, build_face_pipeline, build_voice_pipeline, fusion_config)
-
-COMPRESSED_TYPE = 'sensor_msgs/msg/CompressedImage'
 
 
 @dataclass(frozen=True)
@@ -133,6 +131,9 @@ def replay(bag: Path, params: NodeParameters, labels_csv: Optional[Path] = None,
     typestore = make_typestore()
     reader = open_bag(bag)
     try:
+        topics = {c.topic for c in reader.connections}
+        if camera_topic not in topics and camera_topic + COMPRESSED_SUFFIX in topics:
+            camera_topic += COMPRESSED_SUFFIX  # a camera recorded compressed only
         camera = _connection(reader, camera_topic, (IMAGE_TYPE, COMPRESSED_TYPE), bag, typestore)
         audio = _connection(reader, audio_topic, (AUDIO_TYPE,), bag, typestore)
         info = [c for c in reader.connections if c.topic == audio_info_topic]

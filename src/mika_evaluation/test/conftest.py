@@ -99,6 +99,12 @@ SMALL_LAYOUT = dict(segments=3, utterances_per_segment=1, fps=15.0, seed=1)
 
 
 @pytest.fixture(scope='session')
+def small_layout():
+    """The layout of small_bags, for tests that build a variant of them."""
+    return dict(SMALL_LAYOUT)
+
+
+@pytest.fixture(scope='session')
 def small_bags(tmp_path_factory, small_sources):
     """The same short labelled bag in both storage formats: {storage: (bag, labels csv)}."""
     from mika_evaluation.bag_builder import LayoutConfig, build
