@@ -11,7 +11,7 @@ bash "$ROOT/scripts/setup.sh"
 # Fast DDS's default transports for the tests (env.sh would pick LARGE_DATA): with
 # LARGE_DATA, node processes started and stopped seconds apart sometimes never matched the
 # test's endpoints (4 of 21 runs of the bringup process tests, 0 of 16 with DEFAULT). The
-# live-evaluation test, which streams 640x480 frames, asks for LARGE_DATA itself.
+# live-evaluation test replays its camera as JPEG, which the default transports carry.
 export FASTDDS_BUILTIN_TRANSPORTS="${FASTDDS_BUILTIN_TRANSPORTS:-DEFAULT}"
 # shellcheck disable=SC1091
 . "$ROOT/scripts/env.sh"
