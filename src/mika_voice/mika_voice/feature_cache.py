@@ -4,21 +4,45 @@ librosa caches its numba kernels on disk. Two processes that compile the same gu
 the same moment (on a fresh install: the voice node and an evaluator, or two voice nodes)
 can leave a wrapper and a kernel from different compilations in that cache (numba issue
 10128), and from then on every process that computes voice features dies with a
-segmentation fault. The setup step runs this module: it warms the cache alone, and if the
-warm-up crashes it deletes librosa's cached kernels and compiles them again.
+segmentation fault. Two guards: :func:`mika_voice.features.warm_up`, which every process
+calls before its first features, compiles under :func:`compile_lock`, so that processes of
+one machine compile one after the other; and the setup step runs this module, which warms
+the cache and, if the warm-up crashes, deletes librosa's cached kernels and compiles them
+again.
 
     python -m mika_voice.feature_cache
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
 import sys
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Sequence
+from typing import Iterator, List, Sequence
 
 WARM_UP = 'from mika_voice.features import warm_up; print(f"{warm_up():.1f}")'
+#: One lock for the machine (per temp folder): the kernel cache is shared the same way.
+COMPILE_LOCK = Path(tempfile.gettempdir()) / 'mika_voice_numba_compile.lock'
+
+
+@contextmanager
+def compile_lock(path: Path = COMPILE_LOCK) -> Iterator[None]:
+    """Hold an exclusive lock while librosa's kernels compile or load; released when the
+    holder exits or dies. Any user may take it (the file is made world-writable)."""
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            os.fchmod(descriptor, 0o666)
+        except PermissionError:  # another user's file: already world-writable
+            pass
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing releases the lock
 
 
 def librosa_cache_files() -> List[Path]:

@@ -243,12 +243,15 @@ def _contour_stats(values: np.ndarray) -> np.ndarray:
 
 def warm_up() -> float:
     """Run the extractor once on synthetic audio so numba compiles now, not on the first
-    utterance; returns the seconds it took."""
+    utterance, one process of this machine at a time (see :mod:`mika_voice.feature_cache`);
+    returns the seconds it took, waiting included."""
     import time
+    from mika_voice.feature_cache import compile_lock
     start = time.perf_counter()
     t = np.arange(int(0.6 * SAMPLE_RATE)) / SAMPLE_RATE
     tone = 0.2 * np.sin(2 * np.pi * 180.0 * t) * (1.0 + 0.5 * np.sin(2 * np.pi * 3.0 * t))
     rng = np.random.default_rng(0)
     tone = (tone + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
-    extract_features(tone, SAMPLE_RATE)
+    with compile_lock():
+        extract_features(tone, SAMPLE_RATE)
     return time.perf_counter() - start

@@ -1,10 +1,13 @@
-"""The setup step's repair of librosa's numba cache (numba issue 10128).
+"""Guards against a corrupt numba cache of librosa's kernels (numba issue 10128).
 
 The race itself (two processes compiling the same kernels at once) corrupted the cache in 2
-of 4 tries here, but a test cannot provoke it reliably in reasonable time; these tests use
-a child that crashes the way a corrupt cache makes it crash (SIGSEGV while cache files
-exist) and a cache folder of their own (NUMBA_CACHE_DIR), so the real cache is untouched.
+of 4 tries here without the compile lock and in 0 of 8 with it, but a test cannot provoke
+it reliably in reasonable time. These tests check the lock between processes, and the
+setup step's repair with a child that crashes the way a corrupt cache makes it crash
+(SIGSEGV while cache files exist) and a cache folder of their own (NUMBA_CACHE_DIR), so
+the real cache is untouched.
 """
+import subprocess
 import sys
 
 import pytest
@@ -30,6 +33,20 @@ def cache_dir(tmp_path, monkeypatch):
         (folder / 'pitch._parabolic-467.py311.nbi').write_bytes(b'index')
         (folder / 'pitch._parabolic-467.py311.1.nbc').write_bytes(b'code')
     return tmp_path
+
+
+def test_compile_lock_admits_one_process_at_a_time(tmp_path):
+    lock = tmp_path / 'compile.lock'
+    child_code = ('from pathlib import Path\n'
+                  'from mika_voice.feature_cache import compile_lock\n'
+                  f'with compile_lock(Path({str(lock)!r})): print("got it")')
+    with feature_cache.compile_lock(lock):
+        child = subprocess.Popen([sys.executable, '-c', child_code], stdout=subprocess.PIPE,
+                                 text=True)
+        with pytest.raises(subprocess.TimeoutExpired):
+            child.wait(timeout=3)
+    assert child.communicate(timeout=60)[0] == 'got it\n'
+    assert child.returncode == 0
 
 
 def test_finds_librosa_files_under_numba_cache_dir_only(cache_dir):
