@@ -206,7 +206,8 @@ def main(argv=None) -> int:
     parser.add_argument('--frames', type=int, default=300)
     parser.add_argument('--warmup', type=int, default=30)
     parser.add_argument('--memory-frames', type=int, default=10000)
-    parser.add_argument('--output', default='bench/results/face.md')
+    parser.add_argument('--output', default='bench/results/face',
+                        help='writes <output>.md, as the other benchmarks of make bench')
     args = parser.parse_args(argv)
     models = args.models or [resolve_model_path(FACE_MODEL_FILE)]
     try:
@@ -215,7 +216,7 @@ def main(argv=None) -> int:
     except (OSError, RuntimeError, ValueError) as error:
         print(f'face_benchmark: {error}', file=sys.stderr)
         return 1
-    output = Path(args.output)
+    output = Path(args.output).with_suffix('.md')
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(table)
     print(table)
