@@ -30,8 +30,7 @@ import numpy as np
 from mika_common.emotions import EMOTION_LABELS
 from mika_evaluation.bag_format import (
     AUDIO_INFO_TOPIC, AUDIO_INFO_TYPE, AUDIO_TOPIC, AUDIO_TYPE, CAMERA_TOPIC, COMPRESSED_SUFFIX,
-    COMPRESSED_TYPE, IMAGE_TYPE,
-    TRUTH_TOPIC, TRUTH_TYPE, Interval, make_typestore, offered_qos, write_truth_csv)
+    COMPRESSED_TYPE, IMAGE_TYPE, TRUTH_TOPIC, TRUTH_TYPE, Interval, make_typestore, offered_qos, write_truth_csv)
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.pgm')
 IMAGE_FORMATS = ('raw', 'jpeg')
@@ -286,11 +285,12 @@ def write_bag(path: Path, segments: Sequence[Segment], config: LayoutConfig,
     rng = np.random.default_rng(config.seed + 3)
     track = audio_track(segments, start, end, config.seed)
     chunk = int(round(CHUNK_S * SAMPLE_RATE))
+    raw_frames = config.image_format == 'raw'
 
     events: List[Tuple[float, int, object]] = []  # (time, order, what); frames drawn later
     with Writer(path, version=9, storage_plugin=plugin) as writer:
         image_conn = writer.add_connection(
-            camera_topic(config), IMAGE_TYPE if config.image_format == 'raw' else COMPRESSED_TYPE,
+            camera_topic(config), IMAGE_TYPE if raw_frames else COMPRESSED_TYPE,
             typestore=typestore, offered_qos_profiles=[offered_qos(False, False)])
         audio_conn = writer.add_connection(AUDIO_TOPIC, AUDIO_TYPE, typestore=typestore,
                                            offered_qos_profiles=[offered_qos(False, True)])
@@ -330,13 +330,14 @@ def write_bag(path: Path, segments: Sequence[Segment], config: LayoutConfig,
             else:
                 face, centre = face_plan(time_s)
                 frame = renderer.render(face, centre)
-                if config.image_format == 'raw':
+                if raw_frames:
                     put(image_conn, time_s, Image(
                         header=header(time_s, 'camera'), height=FRAME_HEIGHT,
                         width=FRAME_WIDTH, encoding='bgr8', is_bigendian=0,
                         step=FRAME_WIDTH * 3, data=frame.reshape(-1)))
                 else:
-                    jpeg = cv2.imencode('.jpg', frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1]
+                    jpeg = cv2.imencode('.jpg', frame,
+                                        [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1]
                     put(image_conn, time_s, CompressedImage(
                         header=header(time_s, 'camera'), format='bgr8; jpeg compressed bgr8',
                         data=jpeg.reshape(-1)))

@@ -34,8 +34,8 @@ import numpy as np
 from mika_common.emotions import EMOTION_LABELS, UNKNOWN
 from mika_evaluation.bag_format import (
     AUDIO_INFO_TOPIC, AUDIO_INFO_TYPE, AUDIO_TOPIC, AUDIO_TYPE, CAMERA_TOPIC, COMPRESSED_SUFFIX,
-    COMPRESSED_TYPE, IMAGE_TYPE, TRUTH_TOPIC, TRUTH_TYPE, BagError, Interval, intervals_from_label_messages,
-    make_typestore, read_custom_data, read_truth_csv)
+    COMPRESSED_TYPE, IMAGE_TYPE, TRUTH_TOPIC, TRUTH_TYPE, BagError, Interval,
+    intervals_from_label_messages, make_typestore, read_custom_data, read_truth_csv)
 from mika_common.tensorflow_logging import quiet_tensorflow_start_up
 from mika_evaluation.node_config import (
     ConfigError, NodeParameters, build_face_pipeline, build_voice_pipeline, fusion_config)
