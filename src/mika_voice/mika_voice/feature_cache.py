@@ -32,8 +32,14 @@ COMPILE_LOCK = Path(tempfile.gettempdir()) / 'mika_voice_numba_compile.lock'
 @contextmanager
 def compile_lock(path: Path = COMPILE_LOCK) -> Iterator[None]:
     """Hold an exclusive lock while librosa's kernels compile or load; released when the
-    holder exits or dies. Any user may take it (the file is made world-writable)."""
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    holder exits or dies. Any user may take it (the file is made world-writable). Where the
+    file cannot be opened (a read-only temp folder) it goes on unlocked: the setup step
+    has compiled the kernels already."""
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        yield
+        return
     try:
         try:
             os.fchmod(descriptor, 0o666)

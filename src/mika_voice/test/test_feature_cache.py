@@ -77,3 +77,9 @@ def test_a_crash_with_an_empty_cache_is_reported(cache_dir):
 
 def test_the_real_warm_up_runs_in_a_child():
     assert feature_cache.prepare().startswith('librosa kernels ready')
+
+
+def test_compile_lock_goes_on_unlocked_where_it_cannot_make_its_file(tmp_path):
+    with feature_cache.compile_lock(tmp_path / 'missing folder' / 'compile.lock'):
+        entered = True
+    assert entered
