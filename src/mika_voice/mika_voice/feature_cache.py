@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Iterator, List, Sequence
 
@@ -38,13 +38,13 @@ def compile_lock(path: Path = COMPILE_LOCK) -> Iterator[None]:
     try:
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError:
+        descriptor = None  # not yielded here: the body's errors would read as this one's
+    if descriptor is None:
         yield
         return
     try:
-        try:
+        with suppress(PermissionError):  # another user's file: already world-writable
             os.fchmod(descriptor, 0o666)
-        except PermissionError:  # another user's file: already world-writable
-            pass
         fcntl.flock(descriptor, fcntl.LOCK_EX)
         yield
     finally:
