@@ -25,6 +25,10 @@ VAD_ENERGY = 'energy'
 VAD_METHODS = (VAD_WEBRTC, VAD_ENERGY)
 FRAME_MS = 30
 WEBRTC_RATES = (8000, 16000, 32000, 48000)
+#: webrtcvad judges a frame's spectrum, not its level: in modes 0-1 it calls sounds at
+#: -90 dBFS (a studio recording's near-silence) speech. Frames below -75 dBFS, quieter
+#: than the quietest speech of RAVDESS (-65 dBFS) and than microphones' noise floors, never are.
+WEBRTC_SILENCE_POWER = 10.0 ** (-75.0 / 10.0)
 
 
 class SampleRingBuffer:
@@ -127,7 +131,7 @@ class Utterance:
 class SegmenterConfig:
     sample_rate: int = 16000
     vad: str = VAD_WEBRTC
-    aggressiveness: int = 2            # webrtcvad mode 0 (lenient) .. 3 (strict)
+    aggressiveness: int = 1            # webrtcvad mode 0 (lenient) .. 3 (strict)
     energy_margin_db: float = 12.0     # energy VAD: speech is this far above the noise floor
     energy_floor_dbfs: float = -55.0   # energy VAD: never call quieter frames speech
     onset_ms: int = 90                 # voiced time within the onset window that starts speech
@@ -181,6 +185,8 @@ def make_vad(config: SegmenterConfig):
         rate = config.sample_rate
 
         def webrtc(frame: np.ndarray) -> bool:
+            if np.mean(np.square(frame, dtype=np.float64)) < WEBRTC_SILENCE_POWER:
+                return False
             pcm = (np.clip(frame, -1.0, 1.0) * 32767.0).astype('<i2').tobytes()
             return vad.is_speech(pcm, rate)
         return webrtc

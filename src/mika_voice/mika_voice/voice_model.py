@@ -24,9 +24,10 @@ from mika_common.emotions import EMOTION_LABELS, reorder_to_canonical
 METADATA_ENTRY = 'mika.json'
 METADATA_FORMAT = 'mika-voice-emotion/1'
 MIN_STD = 1e-3  # floor for standard deviations: constant features must not explode
-#: Stream normaliser defaults: the population prior counts as this many utterances, and
-#: a stream's past utterances lose half their weight after this many new ones.
-DEFAULT_PRIOR_WEIGHT = 4.0
+#: Stream normaliser defaults (also the voice node's): the population prior counts as this
+#: many utterances (2 measured best among 0.5-16, models/MODEL_CARD.md), and a stream's
+#: past utterances lose half their weight after this many new ones.
+DEFAULT_PRIOR_WEIGHT = 2.0
 DEFAULT_HALF_LIFE = 100.0
 
 TRAIN_HINT = (

@@ -16,6 +16,7 @@ from mika_common.node_params import ParamSpec
 from mika_voice import features
 from mika_voice.pipeline import VoicePipeline
 from mika_voice.segmentation import VAD_METHODS, SegmenterConfig, UtteranceSegmenter
+from mika_voice.voice_model import DEFAULT_HALF_LIFE, DEFAULT_PRIOR_WEIGHT
 
 MODEL_FILE = 'voice_emotion.keras'
 INPUT_CHOICES = ('auto', 'stamped', 'plain')
@@ -62,7 +63,7 @@ PARAMETERS = [
               'input keeps the header frame_id).'),
     ParamSpec('vad', 'webrtc', 'Voice activity detector: webrtc, or energy (adaptive '
               'threshold; used automatically if webrtcvad is missing).', choices=VAD_METHODS),
-    ParamSpec('vad_aggressiveness', 2, 'webrtcvad mode: 0 lenient .. 3 strict.',
+    ParamSpec('vad_aggressiveness', 1, 'webrtcvad mode: 0 lenient .. 3 strict.',
               min_value=0, max_value=3),
     ParamSpec('min_utterance_s', 0.5, 'Speech shorter than this is ignored (s).',
               min_value=0.25, max_value=5.0),
@@ -85,10 +86,10 @@ PARAMETERS = [
     ParamSpec('burst_factor', 3.0, 'Warn when audio arrives faster than this multiple of '
               'real time (a replay burst or a wrong sample_rate).', min_value=1.1,
               max_value=1000.0),
-    ParamSpec('normaliser_prior_weight', 8.0, 'Per-stream feature normalisation: weight of '
+    ParamSpec('normaliser_prior_weight', DEFAULT_PRIOR_WEIGHT, 'Per-stream feature normalisation: weight of '
               "the training population's statistics, in utterances.", min_value=0.1,
               max_value=10000.0, read_only=True),
-    ParamSpec('normaliser_half_life', 100.0, 'Per-stream feature normalisation: half-life '
+    ParamSpec('normaliser_half_life', DEFAULT_HALF_LIFE, 'Per-stream feature normalisation: half-life '
               'in utterances (a new voice takes over).', min_value=1.0, max_value=100000.0,
               read_only=True),
 ]

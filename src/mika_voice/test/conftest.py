@@ -41,6 +41,13 @@ def ravdess_clip():
 
 
 @pytest.fixture(scope='session')
+def quiet_sad_clip():
+    """A quiet RAVDESS sad take (actor 05, active level about -50 dBFS)."""
+    row = next(r for r in ravdess_rows() if r['path'].endswith('03-01-04-01-01-01-05.flac'))
+    return load_clip(row)
+
+
+@pytest.fixture(scope='session')
 def voice_model_path(tmp_path_factory):
     """The shipped model if it exists, else a small real model trained here in seconds
     on real RAVDESS clips (features, per-speaker statistics and the .keras file exactly

@@ -98,7 +98,8 @@ def test_real_speech_gives_a_result_stamped_with_its_first_sample(graph, ravdess
     onset = speech_onset(ravdess_clip)
     start = stamp_to_sec(result.utterance_start)
     assert stamp_to_sec(result.header.stamp) == pytest.approx(start, abs=1e-6)
-    assert onset - 0.45 <= start - T0 <= onset + 0.05
+    # the utterance may begin with the breath before the sentence (test_segmentation.py)
+    assert onset - 0.6 <= start - T0 <= onset + 0.05
     assert start < stamp_to_sec(result.utterance_end) <= T0 + ravdess_clip.size / RATE + 0.5
     assert result.header.frame_id == 'test_mic'
     assert result.modality == EmotionResult.MODALITY_VOICE and result.track_id == -1
@@ -150,7 +151,7 @@ def test_sample_rate_change_mid_stream_is_followed(graph, ravdess_clip):
     assert spin_until(executor, lambda: len(results) >= 1, 20.0)
     start = stamp_to_sec(results[0].utterance_start) - t1
     onset = speech_onset(ravdess_clip)
-    assert onset - 0.45 <= start <= onset + 0.05
+    assert onset - 0.6 <= start <= onset + 0.05
 
 
 def test_malformed_chunks_are_counted_and_the_node_carries_on(graph, ravdess_clip):

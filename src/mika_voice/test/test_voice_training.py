@@ -7,6 +7,7 @@ import pytest
 
 from mika_common.emotions import EMOTION_LABELS
 from mika_voice import features
+from mika_voice.training import corpus as corpus_module
 from mika_voice.training import train_voice
 from mika_voice.training.corpus import (CorpusFeatures, augment, clip_speech, corpus_features,
                                         load_audio, node_utterances, read_corpus)
@@ -151,16 +152,21 @@ def test_node_segmenter_cuts_the_speech_out_of_a_clip():
         clip_speech(audio, 'vad', rng)
 
 
-@needs_data
-def test_feature_cache_is_keyed_by_segmentation(tmp_path):
-    corpus = tmp_path / 'tiny'
-    (corpus / 'wav').mkdir(parents=True)
+def tiny_corpus(folder: Path, clips: int = 2) -> Path:
+    """A corpus folder holding the first RAVDESS clips, each its own speaker."""
+    (folder / 'wav').mkdir(parents=True)
     rows = ['path,label,speaker_or_subject']
-    for index, clip in enumerate(read_corpus(DATA / 'ravdess')[:2]):
-        target = corpus / 'wav' / clip.path.name
+    for index, clip in enumerate(read_corpus(DATA / 'ravdess')[:clips]):
+        target = folder / 'wav' / clip.path.name
         target.write_bytes(clip.path.read_bytes())
         rows.append(f'wav/{clip.path.name},{clip.label},s{index}')
-    (corpus / 'labels.csv').write_text('\n'.join(rows) + '\n')
+    (folder / 'labels.csv').write_text('\n'.join(rows) + '\n')
+    return folder
+
+
+@needs_data
+def test_feature_cache_is_keyed_by_segmentation(tmp_path, monkeypatch):
+    corpus = tiny_corpus(tmp_path / 'tiny')
     cache = tmp_path / 'cache'
     whole = corpus_features(corpus, cache, augment_rounds=0, log=lambda _: None)
     node = corpus_features(corpus, cache, augment_rounds=0, log=lambda _: None,
@@ -172,6 +178,28 @@ def test_feature_cache_is_keyed_by_segmentation(tmp_path):
                             segmentation='node')
     assert np.array_equal(again.features, node.features)
     assert again.segmentation == 'node' and again.segment_counts.tolist() == [1, 1]
+    # new segmenter defaults cut other utterances: the node cache is not reused
+    changed = dict(corpus_module.node_voice_values(), padding_s=0.5)
+    monkeypatch.setattr(corpus_module, 'node_voice_values', lambda: changed)
+    wider = corpus_features(corpus, cache, augment_rounds=0, log=lambda _: None,
+                            segmentation='node')
+    assert len(list(cache.glob('tiny-*.npz'))) == 3
+    assert not np.allclose(wider.features, node.features)
+
+
+@needs_data
+def test_worker_processes_compute_the_same_features(tmp_path):
+    corpus = tiny_corpus(tmp_path / 'tiny', clips=3)
+    one = corpus_features(corpus, tmp_path / 'one', augment_rounds=1, log=lambda _: None,
+                          segmentation='node')
+    two = corpus_features(corpus, tmp_path / 'two', augment_rounds=1, log=lambda _: None,
+                          segmentation='node', jobs=2)
+    assert np.array_equal(one.features, two.features)
+    assert np.array_equal(one.augmented, two.augmented)
+    assert one.segment_counts.tolist() == two.segment_counts.tolist()
+    assert not np.allclose(one.augmented[0], one.features)  # the copies are augmented
+    with pytest.raises(ValueError, match='jobs must be at least 1'):
+        corpus_features(corpus, tmp_path / 'none', jobs=0)
 
 
 def test_cross_validation_can_test_on_features_computed_another_way():

@@ -29,6 +29,8 @@ SEGMENTATIONS = (SEGMENTATION_WHOLE, SEGMENTATION_NODE)
 #: (mika_evaluation.bag_builder), stored as 16-bit PCM.
 NOISE_FLOOR_RMS = 1e-3
 CLIP_GAP_S = 0.6
+#: How a clip's random draws are seeded (part of the cache key): one generator per clip.
+CLIP_RNG_SCHEME = 'per-clip-seed-index'
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,13 @@ def node_voice_values() -> Mapping[str, Any]:
     """The voice node's default parameter values (those of config/perception.yaml)."""
     from mika_voice.voice_parameters import PARAMETERS
     return {spec.name: spec.default for spec in PARAMETERS}
+
+
+def segmenter_settings() -> str:
+    """The node's default segmenter values as text (part of a feature cache's key)."""
+    from mika_voice.voice_parameters import SEGMENTER_PARAMETERS
+    values = node_voice_values()
+    return ','.join(f'{name}={values[name]}' for name in SEGMENTER_PARAMETERS)
 
 
 def node_utterances(audio: np.ndarray, rng: np.random.Generator,
@@ -190,28 +199,54 @@ def default_cache_dir() -> Path:
     return repository_root() / '.cache' / 'mika_voice'
 
 
+def _clip_rows(clip: Clip, index: int, augment_rounds: int, feature_set: str, seed: int,
+               segmentation: str):
+    """Features of one clip and of its augmented copies, and the utterances found.
+
+    The clip's random draws come from generators seeded by ``(seed, index)``: the same
+    values whichever process computes it and however many processes share the corpus.
+    """
+    augment_rng = np.random.default_rng([seed, index])
+    noise_rng = np.random.default_rng([seed + 1, index])
+    audio = load_audio(clip.path)
+    speech, found = clip_speech(audio, segmentation, noise_rng)
+    row = features.extract_features(speech, features.SAMPLE_RATE, feature_set)
+    copies = []
+    for _ in range(augment_rounds):
+        speech, _ = clip_speech(augment(audio, augment_rng), segmentation, noise_rng)
+        copies.append(features.extract_features(speech, features.SAMPLE_RATE, feature_set))
+    return row, copies, found
+
+
+def _clip_rows_star(arguments):
+    return _clip_rows(*arguments)
+
+
 def corpus_features(folder: Path, cache_dir: Optional[Path] = None,
                     augment_rounds: int = DEFAULT_AUGMENT_ROUNDS,
                     feature_set: str = features.FEATURE_SET_LIBROSA,
                     seed: int = 0, log=print,
-                    segmentation: str = SEGMENTATION_WHOLE) -> CorpusFeatures:
+                    segmentation: str = SEGMENTATION_WHOLE, jobs: int = 1) -> CorpusFeatures:
     """Features of every labelled clip (and augmented copies), cached as a .npz.
 
     ``segmentation`` (:data:`SEGMENTATIONS`): features of the whole clip, or of the
     utterance the node's segmenter cuts from it (augmented copies: augmented first, then
     cut, as a microphone would hear them). The cache key covers the feature version,
-    feature set, segmentation, labels.csv content, rounds and seed, so a stale cache is
-    never reused.
+    feature set, segmentation (with the node's segmenter values), labels.csv content,
+    rounds and seed, so a stale cache is never reused. ``jobs`` > 1 computes clips in that
+    many worker processes (the same values as one process).
     """
     folder = Path(folder).resolve()
     clips = read_corpus(folder)
     if segmentation not in SEGMENTATIONS:
         raise ValueError(f'segmentation must be one of {SEGMENTATIONS}, got {segmentation!r}')
+    if jobs < 1:
+        raise ValueError(f'jobs must be at least 1, got {jobs}')
     version = features.feature_version(feature_set)
-    parts = [version, feature_set, str(augment_rounds), str(seed),
+    settings = segmenter_settings() if segmentation == SEGMENTATION_NODE else 'clip'
+    parts = [version, feature_set, f'segmentation={segmentation};{settings}',
+             f'rng={CLIP_RNG_SCHEME}', str(augment_rounds), str(seed),
              (folder / 'labels.csv').read_text()]
-    if segmentation != SEGMENTATION_WHOLE:  # whole-clip caches keep their earlier key
-        parts.insert(2, f'segmentation={segmentation}')
     key = hashlib.sha1('|'.join(parts).encode()).hexdigest()[:12]
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     cache = cache_dir / f'{folder.name}-{key}.npz'
@@ -222,25 +257,28 @@ def corpus_features(folder: Path, cache_dir: Optional[Path] = None,
                               data['labels'], data['speakers'], data['paths'],
                               names, version, segmentation,
                               data['segment_counts'] if 'segment_counts' in data else None)
-    features.warm_up()
-    rng = np.random.default_rng(seed)
-    noise_rng = np.random.default_rng(seed + 1)  # the same clips whatever the rounds
     start = time.perf_counter()
-    rows, augmented = [], [[] for _ in range(augment_rounds)]
-    counts = []
-    for index, clip in enumerate(clips):
-        audio = load_audio(clip.path)
-        speech, found = clip_speech(audio, segmentation, noise_rng)
-        counts.append(found)
-        rows.append(features.extract_features(speech, features.SAMPLE_RATE, feature_set))
-        for round_index in range(augment_rounds):
-            rows_aug = augmented[round_index]
-            speech, _ = clip_speech(augment(audio, rng), segmentation, noise_rng)
-            rows_aug.append(features.extract_features(speech, features.SAMPLE_RATE,
-                                                      feature_set))
-        if (index + 1) % 100 == 0:
-            log(f'{folder.name}: {index + 1}/{len(clips)} clips, '
-                f'{time.perf_counter() - start:.0f} s')
+    tasks = [(clip, index, augment_rounds, feature_set, seed, segmentation)
+             for index, clip in enumerate(clips)]
+
+    def logged(computed):
+        for done, result in enumerate(computed, 1):
+            if done % 100 == 0:
+                log(f'{folder.name}: {done}/{len(clips)} clips, '
+                    f'{time.perf_counter() - start:.0f} s')
+            yield result
+
+    if jobs == 1:
+        features.warm_up()
+        results = list(logged(map(_clip_rows_star, tasks)))
+    else:  # spawned workers: forking a process that has imported TensorFlow can hang
+        import multiprocessing
+        with multiprocessing.get_context('spawn').Pool(
+                jobs, initializer=features.warm_up) as pool:
+            results = list(logged(pool.imap(_clip_rows_star, tasks, chunksize=4)))
+    rows = [row for row, _, _ in results]
+    augmented = [[copies[r] for _, copies, _ in results] for r in range(augment_rounds)]
+    counts = [found for _, _, found in results]
     result = CorpusFeatures(
         folder.name, np.stack(rows),
         np.stack([np.stack(r) for r in augmented]) if augment_rounds else

@@ -43,7 +43,7 @@ from mika_voice import voice_model as vm
 from mika_voice.training.corpus import (DEFAULT_AUGMENT_ROUNDS, SEGMENTATION_NODE,
                                         SEGMENTATIONS, CorpusFeatures, corpus_features,
                                         describe_segment_counts, node_voice_values,
-                                        repository_root)
+                                        repository_root, segmenter_settings)
 
 MODEL_KINDS = ('attention', 'mlp', 'logreg')
 SHIPPABLE_KINDS = ('attention', 'mlp')
@@ -380,7 +380,8 @@ def run(args) -> Dict:
 
     started = time.perf_counter()
     ravdess_all = corpus_features(data_dir / 'ravdess', args.cache_dir, args.augment_rounds,
-                                  args.feature_set, log=log, segmentation=args.segmentation)
+                                  args.feature_set, log=log, segmentation=args.segmentation,
+                                  jobs=args.jobs)
     ravdess = select_speakers(ravdess_all, args.train_speakers, args.exclude_speakers)
     log(describe_segment_counts(ravdess))
     ravdess_test = None
@@ -388,7 +389,8 @@ def run(args) -> Dict:
     if test_segmentation != args.segmentation:
         ravdess_test = select_speakers(
             corpus_features(data_dir / 'ravdess', args.cache_dir, args.augment_rounds,
-                            args.feature_set, log=log, segmentation=test_segmentation),
+                            args.feature_set, log=log, segmentation=test_segmentation,
+                            jobs=args.jobs),
             args.train_speakers, args.exclude_speakers)
         log(f'RAVDESS CV tested on {test_segmentation} features: '
             f'{describe_segment_counts(ravdess_test)}')
@@ -400,7 +402,7 @@ def run(args) -> Dict:
             f'{describe_speakers(held_out)}')
     emodb = None if args.skip_emodb else corpus_features(
         data_dir / 'emodb', args.cache_dir, args.augment_rounds, args.feature_set, log=log,
-        segmentation=args.segmentation)
+        segmentation=args.segmentation, jobs=args.jobs)
     log(f'features ready: ravdess {ravdess.features.shape}, emodb '
         f'{"skipped" if emodb is None else emodb.features.shape} '
         f'({time.perf_counter() - started:.0f} s)')
@@ -409,6 +411,7 @@ def run(args) -> Dict:
     report: Dict = {'feature_version': ravdess.feature_version,
                     'feature_set': args.feature_set, 'feature_dims': len(ravdess.feature_names),
                     'segmentation': args.segmentation, 'test_segmentation': test_segmentation,
+                    'node_segmenter': segmenter_settings(),
                     'segment_counts': describe_segment_counts(ravdess),
                     'augment_rounds': args.augment_rounds, 'config': vars(base),
                     'ravdess_speakers': speakers, 'ravdess_held_out_speakers': held_out,
@@ -479,6 +482,7 @@ def run(args) -> Dict:
                               f'{len(ravdess.labels)} clips + {args.augment_rounds} '
                               'augmented copies each',
                       'segmentation': args.segmentation,
+                      'node_segmenter': report['node_segmenter'],
                       'speakers': speakers, 'held_out_speakers': held_out,
                       'command': report['command'], 'config': vars(base),
                       'ravdess_cv_offline_accuracy': cv_offline['accuracy'],
@@ -545,7 +549,11 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     parser.add_argument('--skip-emodb', action='store_true',
                         help='no EmoDB cross-validation and no cross-corpus tests')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--jobs', type=int, default=os.cpu_count() or 1,
+                        help='processes computing features (default: one per CPU core)')
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f'--jobs must be at least 1, got {args.jobs}')
     if args.model_out and args.model_kind not in SHIPPABLE_KINDS:
         parser.error(f'--model-out needs a Keras model kind {SHIPPABLE_KINDS}; '
                      f'{args.model_kind!r} is for comparison only')
