@@ -28,13 +28,11 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from mika_common.workspace import repository_root, shared_data_dir
+
 GOAL_REAL_TIME_FACTOR = 5.0
 OUTPUT_COLUMNS = ('accuracy', 'accuracy_counting_no_state_as_wrong', 'macro_f1', 'coverage',
                   'flips_per_minute', 'reaction_median_s')
-
-
-def repository_root() -> Path:
-    return Path(__file__).resolve().parents[3]
 
 
 def default_params_file() -> Path:
@@ -49,10 +47,6 @@ def default_params_file() -> Path:
     except ImportError:
         pass
     return repository_root() / 'config' / 'perception.yaml'
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get('MIKA_DATA') or repository_root().parent / 'shared' / 'data')
 
 
 def build_bag(args, work_dir: Path) -> Path:
@@ -199,7 +193,7 @@ def add_bag_options(parser: argparse.ArgumentParser) -> None:
     """The options that say how a bag is built and replayed (shared with heldout)."""
     parser.add_argument('--params', type=Path, default=default_params_file(),
                         help='params YAML of the launch file')
-    parser.add_argument('--data-dir', default=str(default_data_dir()),
+    parser.add_argument('--data-dir', default=str(shared_data_dir()),
                         help='shared data (default $MIKA_DATA or <repo>/../shared/data)')
     parser.add_argument('--voice-corpus', default=None,
                         help='corpus folder with labels.csv (default <data-dir>/emodb)')

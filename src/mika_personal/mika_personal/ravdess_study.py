@@ -39,6 +39,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from mika_common.emotions import EMOTION_LABELS
+from mika_common.workspace import repository_root, shared_data_dir
 from mika_evaluation.bag_format import Interval
 from mika_personal import report as report_module
 from mika_personal.voice_data import DEFAULT_AUGMENT_ROUNDS, VoiceDataset
@@ -58,10 +59,6 @@ MODES = ('node', 'person')
 GAP_S = 1.0
 LEAD_S = 0.5
 RESULT_NAME = 'ravdess_personal_voice'
-
-
-def repository_root() -> Path:
-    return Path(__file__).resolve().parents[3]
 
 
 # ----------------------------------------------------------------------------- sessions
@@ -410,8 +407,7 @@ def run(args) -> Dict:
 
 def parse_args(argv: Optional[Sequence[str]] = None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    data = Path(os.environ.get('MIKA_DATA', repository_root().parent / 'shared' / 'data'))
-    parser.add_argument('--data-dir', default=str(data),
+    parser.add_argument('--data-dir', default=str(shared_data_dir()),
                         help='folder holding ravdess/ (default $MIKA_DATA or ../shared/data)')
     parser.add_argument('--output-dir', default=str(repository_root() / 'src' /
                                                     'mika_personal' / 'results'))

@@ -337,9 +337,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     from mika_voice import features
     from mika_voice.voice_model import VoiceModelError, load_voice_model
     from mika_voice.voice_parameters import default_model_path
+    from mika_common.workspace import shared_data_dir
 
-    data = Path(args.data_dir or os.environ.get('MIKA_DATA', '')
-                or Path(__file__).resolve().parents[3].parent / 'shared' / 'data')
+    data = Path(args.data_dir) if args.data_dir else shared_data_dir()
     labels = data / 'ravdess' / 'labels.csv'
     if not labels.is_file():
         print(f'RAVDESS not found at {labels}: pass --data-dir or set MIKA_DATA',

@@ -21,17 +21,14 @@ import cv2
 import numpy as np
 
 from mika_common.emotions import EMOTION_LABELS
+from mika_common.workspace import shared_data_dir
 from mika_perception.preprocessing import PreprocessSpec, preprocess_face
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.pgm', '.tif', '.tiff')
 
 
 def default_fer_path() -> str:
-    data = os.environ.get('MIKA_DATA')
-    if not data:
-        here = os.path.dirname(os.path.abspath(__file__))
-        data = os.path.join(here, '..', '..', '..', '..', '..', 'shared', 'data')
-    return os.path.normpath(os.path.join(data, 'fer2013', 'fer2013.npz'))
+    return str(shared_data_dir() / 'fer2013' / 'fer2013.npz')
 
 
 # ---------------------------------------------------------------------------- data

@@ -16,6 +16,7 @@ from typing import Any, List, Mapping, Optional
 import numpy as np
 
 from mika_common.emotions import EMOTION_LABELS
+from mika_common.workspace import repository_root
 from mika_voice import features
 
 #: Augmented copies of every training clip kept in the cache (each a random mix of effects).
@@ -183,13 +184,6 @@ def augment(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         mix = white + coloured
         y = y + mix / (np.std(mix) + 1e-9) * np.sqrt(noise_power)
     return np.clip(y, -1.0, 1.0).astype(np.float32)
-
-
-def repository_root() -> Path:
-    """``$MIKA_ROOT`` (set by scripts/env.sh), else the source tree holding this file."""
-    if os.environ.get('MIKA_ROOT'):
-        return Path(os.environ['MIKA_ROOT'])
-    return Path(__file__).resolve().parents[4]
 
 
 def default_cache_dir() -> Path:

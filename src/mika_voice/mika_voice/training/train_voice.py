@@ -38,23 +38,17 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from mika_common.emotions import EMOTION_LABELS
+from mika_common.workspace import shared_data_dir
 from mika_voice import features as feature_module
 from mika_voice import voice_model as vm
 from mika_voice.training.corpus import (DEFAULT_AUGMENT_ROUNDS, SEGMENTATION_NODE,
                                         SEGMENTATIONS, CorpusFeatures, corpus_features,
                                         describe_segment_counts, node_voice_values,
-                                        repository_root, segmenter_settings)
+                                        segmenter_settings)
 
 MODEL_KINDS = ('attention', 'mlp', 'logreg')
 SHIPPABLE_KINDS = ('attention', 'mlp')
 LABEL_INDEX = {name: i for i, name in enumerate(EMOTION_LABELS)}
-
-
-def default_data_dir() -> Path:
-    """``$MIKA_DATA`` or ``<repo>/../shared/data``."""
-    if os.environ.get('MIKA_DATA'):
-        return Path(os.environ['MIKA_DATA'])
-    return repository_root().parent / 'shared' / 'data'
 
 
 @dataclass
@@ -514,7 +508,7 @@ def calibration_report(cv: Dict, temperature: float) -> Dict:
 
 def parse_args(argv: Optional[Sequence[str]] = None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--data-dir', default=str(default_data_dir()),
+    parser.add_argument('--data-dir', default=str(shared_data_dir()),
                         help='folder holding ravdess/ and emodb/ (default $MIKA_DATA or '
                              '<repo>/../shared/data)')
     parser.add_argument('--output-dir', required=True, help='metrics JSON and PNGs go here')
