@@ -198,7 +198,7 @@ def _clip_rows(clip: Clip, index: int, augment_rounds: int, feature_set: str, se
     """Features of one clip and of its augmented copies, and the utterances found.
 
     The clip's random draws come from generators seeded by ``(seed, index)``: the same
-    values whichever process computes it and however many processes share the corpus.
+    draws whichever process computes it and however many processes share the corpus.
     """
     augment_rng = np.random.default_rng([seed, index])
     noise_rng = np.random.default_rng([seed + 1, index])
@@ -228,7 +228,7 @@ def corpus_features(folder: Path, cache_dir: Optional[Path] = None,
     cut, as a microphone would hear them). The cache key covers the feature version,
     feature set, segmentation (with the node's segmenter values), labels.csv content,
     rounds and seed, so a stale cache is never reused. ``jobs`` > 1 computes clips in that
-    many worker processes (the same values as one process).
+    many worker processes (the same values as one process, up to float rounding).
     """
     folder = Path(folder).resolve()
     clips = read_corpus(folder)
