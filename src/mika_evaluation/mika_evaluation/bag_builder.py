@@ -30,7 +30,8 @@ import numpy as np
 from mika_common.emotions import EMOTION_LABELS
 from mika_evaluation.bag_format import (
     AUDIO_INFO_TOPIC, AUDIO_INFO_TYPE, AUDIO_TOPIC, AUDIO_TYPE, CAMERA_TOPIC, COMPRESSED_SUFFIX,
-    COMPRESSED_TYPE, IMAGE_TYPE, TRUTH_TOPIC, TRUTH_TYPE, Interval, make_typestore, offered_qos, write_truth_csv)
+    COMPRESSED_TYPE, IMAGE_TYPE, TRUTH_TOPIC, TRUTH_TYPE, Interval, make_typestore, offered_qos,
+    write_truth_csv)
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.pgm')
 IMAGE_FORMATS = ('raw', 'jpeg')

@@ -86,12 +86,12 @@ PARAMETERS = [
     ParamSpec('burst_factor', 3.0, 'Warn when audio arrives faster than this multiple of '
               'real time (a replay burst or a wrong sample_rate).', min_value=1.1,
               max_value=1000.0),
-    ParamSpec('normaliser_prior_weight', DEFAULT_PRIOR_WEIGHT, 'Per-stream feature normalisation: weight of '
-              "the training population's statistics, in utterances.", min_value=0.1,
-              max_value=10000.0, read_only=True),
-    ParamSpec('normaliser_half_life', DEFAULT_HALF_LIFE, 'Per-stream feature normalisation: half-life '
-              'in utterances (a new voice takes over).', min_value=1.0, max_value=100000.0,
-              read_only=True),
+    ParamSpec('normaliser_prior_weight', DEFAULT_PRIOR_WEIGHT, 'Per-stream feature '
+              "normalisation: weight of the training population's statistics, in "
+              'utterances.', min_value=0.1, max_value=10000.0, read_only=True),
+    ParamSpec('normaliser_half_life', DEFAULT_HALF_LIFE, 'Per-stream feature normalisation: '
+              'half-life in utterances (a new voice takes over).', min_value=1.0,
+              max_value=100000.0, read_only=True),
 ]
 
 
