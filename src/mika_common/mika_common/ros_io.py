@@ -14,7 +14,8 @@ from typing import Callable, Dict, List, Optional, Type
 
 import rclpy
 from builtin_interfaces.msg import Time
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import (
+    ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor)
 from rclpy.node import Node
 from rclpy.qos import (
     DurabilityPolicy, HistoryPolicy, QoSPolicyKind, QoSProfile, ReliabilityPolicy)
@@ -90,7 +91,8 @@ def run_node(node_factory: Callable[[], Node], args: Optional[List[str]] = None,
     node = executor = None
     try:
         node = node_factory()
-        executor = MultiThreadedExecutor(num_threads=threads)
+        executor = (MultiThreadedExecutor(num_threads=threads) if threads > 1
+                    else SingleThreadedExecutor())
         executor.add_node(node)
         if finished is None:
             executor.spin()

@@ -9,8 +9,9 @@ Thin: it hands every message, with its clock at receipt, to
         -p params_file:=config/perception.yaml -p bag:=/tmp/eval_private &
     play_bag /tmp/eval_private --clock --wait-for-subscribers 30   # or: ros2 bag play --clock
 
-The report is written when nothing arrived for ``end_after_idle_s`` (then the node exits),
-on the ``~/write_report`` service (std_srvs/Trigger; the node goes on recording) and on
+The report is written when nothing from the bag arrived for ``end_after_idle_s`` (then the
+node exits; fused states do not count: the fusion node publishes them while the bag has not
+started, and on the system clock after it ended), on the ``~/write_report`` service (std_srvs/Trigger; the node goes on recording) and on
 shutdown (Ctrl-C) if something arrived since the last report.
 """
 from __future__ import annotations
@@ -52,6 +53,7 @@ class EvaluatorNode(Node):
         self.finished = False
         self.exit_code = 0
         self._last_input = None  # monotonic time of the newest message
+        self._last_bag_input = None  # ... of the newest one only a playing bag produces
         self._reported_at = None  # monotonic time of the newest message in the last report
         watchdog = InputWatchdog(self)
         # depth: states published on a change and on the timer may arrive together
@@ -87,8 +89,10 @@ class EvaluatorNode(Node):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _received(self) -> float:
+    def _received(self, from_bag: bool = True) -> float:
         self._last_input = time.monotonic()
+        if from_bag:
+            self._last_bag_input = self._last_input
         return self._last_input
 
     def _on_clock(self, msg) -> None:
@@ -99,7 +103,7 @@ class EvaluatorNode(Node):
 
     def _on_fused(self, msg: FusedEmotion) -> None:
         self.recording.add_fused(FUSED_TOPIC, stamp_to_sec(msg.header.stamp), msg.emotion,
-                                 self._received())
+                                 self._received(from_bag=False))
 
     def _on_result(self, msg: EmotionResult, modality: str) -> None:
         wall = self._received()
@@ -130,21 +134,21 @@ class EvaluatorNode(Node):
     # ------------------------------------------------------------------ the report
     def write_report(self) -> Optional[str]:
         """Write the report now; its summary line, or None (the reason is logged)."""
+        self._reported_at = self._last_input
         try:
             report = self.recording.write_report()
         except (BagError, OSError) as error:
             self.get_logger().error(f'no report written: {error}')
             return None
-        self._reported_at = self._last_input
         line = summary_line(report)
         self.get_logger().info(f'report written to {self.settings.output_dir}: {line}')
         return line
 
     def _check_idle(self) -> None:
         idle = self.params['end_after_idle_s']
-        if (idle and self._last_input is not None and self._reported_at != self._last_input
-                and time.monotonic() - self._last_input >= idle):
-            self.get_logger().info(f'no input for {idle:g} s: the bag ended')
+        if (idle and self._last_bag_input is not None and self._reported_at != self._last_input
+                and time.monotonic() - self._last_bag_input >= idle):
+            self.get_logger().info(f'nothing from the bag for {idle:g} s: the bag ended')
             self.exit_code = 0 if self.write_report() else 1
             self.finished = True
 

@@ -105,3 +105,33 @@ def test_bad_parameters_stop_the_node_with_the_reason(parameters, reason):
     output = process.output()
     assert process.stop() == 1
     assert reason in output and '[FATAL]' in output
+
+
+def test_fused_states_before_the_bag_do_not_end_the_evaluation(ros_node, tmp_path):
+    """The fusion node publishes states while the bag has not started: the idle timer waits
+    for something only a playing bag produces (a CI run once ended before the bag began)."""
+    node, executor = ros_node
+    labels = tmp_path / 'labels.csv'
+    labels.write_text('start,end,label\n0.0,60.0,happy\n')
+    out = tmp_path / 'report'
+    process = evaluator(f'output_dir:={out}', f'labels_file:={labels}',
+                        f'bag_start_s:={time.time()}', 'end_after_idle_s:=1.0', 'plots:=false')
+    try:
+        fused_pub = node.create_publisher(FusedEmotion, 'emotion/fused', latched_qos())
+        face_pub = node.create_publisher(EmotionResult, 'emotion/face', results_qos())
+        assert spin_until(executor, lambda: face_pub.get_subscription_count() > 0
+                          and fused_pub.get_subscription_count() > 0, 20.0), process.output()
+        spin_until(executor, lambda: False, 1.0)
+        fused_pub.publish(FusedEmotion(emotion='happy', confidence=0.7))  # before the bag
+        spin_until(executor, lambda: False, 3.0)
+        assert process.process.poll() is None, process.output()
+        assert 'the bag ended' not in process.output()
+        for _ in range(10):  # the bag plays for 1 s, then stops
+            face_pub.publish(face_result('happy', time.time()))
+            spin_until(executor, lambda: False, 0.1)
+        process.process.wait(10)
+    finally:
+        code = process.stop()
+        output = process.log_path.read_text()
+    assert code == 0, output
+    assert 'the bag ended' in output and output.count('report written') == 1, output
