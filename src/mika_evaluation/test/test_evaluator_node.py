@@ -28,6 +28,16 @@ def evaluator(*parameters):
     return NodeProcess(command)
 
 
+def matched_publishers(node, executor, process):
+    """The fused and face publishers, once the evaluator process has matched both."""
+    fused_pub = node.create_publisher(FusedEmotion, 'emotion/fused', latched_qos())
+    face_pub = node.create_publisher(EmotionResult, 'emotion/face', results_qos())
+    assert spin_until(executor, lambda: face_pub.get_subscription_count() > 0
+                      and fused_pub.get_subscription_count() > 0, 20.0), process.output()
+    spin_until(executor, lambda: False, 1.0)  # the evaluator's side of the match too
+    return fused_pub, face_pub
+
+
 def face_result(label, stamp):
     probabilities = [0.05] * 7
     probabilities[EMOTION_LABELS.index(label)] = 0.7
@@ -50,11 +60,7 @@ def test_scores_against_a_label_file_and_writes_on_request_and_on_shutdown(ros_n
     process = evaluator(f'output_dir:={out}', f'labels_file:={labels}',
                         f'bag_start_s:={start}', 'end_after_idle_s:=0.0', 'plots:=false')
     try:
-        fused_pub = node.create_publisher(FusedEmotion, 'emotion/fused', latched_qos())
-        face_pub = node.create_publisher(EmotionResult, 'emotion/face', results_qos())
-        assert spin_until(executor, lambda: face_pub.get_subscription_count() > 0
-                          and fused_pub.get_subscription_count() > 0, 20.0), process.output()
-        spin_until(executor, lambda: False, 1.0)  # the evaluator's side of the match too
+        fused_pub, face_pub = matched_publishers(node, executor, process)
         assert time.time() < start, 'the evaluator took too long to start'
         while time.time() < start:
             spin_until(executor, lambda: False, 0.05)
@@ -117,11 +123,7 @@ def test_fused_states_before_the_bag_do_not_end_the_evaluation(ros_node, tmp_pat
     process = evaluator(f'output_dir:={out}', f'labels_file:={labels}',
                         f'bag_start_s:={time.time()}', 'end_after_idle_s:=1.0', 'plots:=false')
     try:
-        fused_pub = node.create_publisher(FusedEmotion, 'emotion/fused', latched_qos())
-        face_pub = node.create_publisher(EmotionResult, 'emotion/face', results_qos())
-        assert spin_until(executor, lambda: face_pub.get_subscription_count() > 0
-                          and fused_pub.get_subscription_count() > 0, 20.0), process.output()
-        spin_until(executor, lambda: False, 1.0)
+        fused_pub, face_pub = matched_publishers(node, executor, process)
         fused_pub.publish(FusedEmotion(emotion='happy', confidence=0.7))  # before the bag
         spin_until(executor, lambda: False, 3.0)
         assert process.process.poll() is None, process.output()
