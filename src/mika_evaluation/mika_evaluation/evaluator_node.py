@@ -11,8 +11,9 @@ Thin: it hands every message, with its clock at receipt, to
 
 The report is written when nothing from the bag arrived for ``end_after_idle_s`` (then the
 node exits; fused states do not count: the fusion node publishes them while the bag has not
-started, and on the system clock after it ended), on the ``~/write_report`` service (std_srvs/Trigger; the node goes on recording) and on
-shutdown (Ctrl-C) if something arrived since the last report.
+started, and on the system clock after it ended), on the ``~/write_report`` service
+(std_srvs/Trigger; the node goes on recording) and on shutdown (Ctrl-C) if something arrived
+since the last report.
 """
 from __future__ import annotations
 

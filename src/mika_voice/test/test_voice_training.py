@@ -215,3 +215,12 @@ def test_cross_validation_can_test_on_features_computed_another_way():
     shuffled.paths = shuffled.paths[::-1].copy()
     with pytest.raises(ValueError, match='same clips'):
         train_voice.cross_validate(data, config, 4, log=lambda _: None, test_data=shuffled)
+
+
+def test_stream_accuracy_is_reported_by_how_much_of_the_speaker_was_heard():
+    positions = np.array([1, 2, 3, 4, 5, 6, 7, 20, 21, 30, 1, 25])
+    correct = np.array([0, 0, 1, 0, 0, 1, 1, 1, 1, 1, 1, 0], dtype=bool)
+    by_position = train_voice.stream_accuracy_by_position(correct, positions)
+    assert by_position == {'1-5': pytest.approx(2 / 6), '6-20': 1.0, '21+': pytest.approx(2 / 3)}
+    order = train_voice.stream_order(np.array(['a', 'b', 'a', 'b', 'a']), seed=0)
+    assert sorted(map(sorted, map(list, order))) == [[0, 2, 4], [1, 3]]

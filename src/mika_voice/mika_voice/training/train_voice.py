@@ -176,21 +176,41 @@ def test_rows_offline(raw: np.ndarray, speakers: np.ndarray, train_raw: np.ndarr
     return ((raw - mean) / std).astype(np.float32)
 
 
+def stream_order(speakers: np.ndarray, seed: int) -> List[np.ndarray]:
+    """Each speaker's row indices in the random order they reach the stream normaliser."""
+    rng = np.random.default_rng(seed)
+    return [rng.permutation(np.flatnonzero(speakers == s)) for s in np.unique(speakers)]
+
+
 def test_rows_stream(raw: np.ndarray, speakers: np.ndarray, prior_mean, prior_std,
                      seed: int) -> np.ndarray:
-    """What the node computes: each speaker's clips in random order through a fresh
+    """What the node computes: each speaker's clips in :func:`stream_order` through a fresh
     :class:`RunningStandardiser` with the node's default prior weight and half-life, each
     clip standardised right after its update."""
     values = node_voice_values()
-    rng = np.random.default_rng(seed)
     result = np.empty(raw.shape, dtype=np.float32)
-    for speaker in np.unique(speakers):
+    for indices in stream_order(speakers, seed):
         normaliser = vm.RunningStandardiser(prior_mean, prior_std,
                                             values['normaliser_prior_weight'],
                                             values['normaliser_half_life'])
-        for index in rng.permutation(np.flatnonzero(speakers == speaker)):
+        for index in indices:
             normaliser.update(raw[index])
             result[index] = normaliser.transform(raw[index])
+    return result
+
+
+#: Stream accuracy by how many utterances of the speaker the normaliser had seen.
+STREAM_POSITION_BINS = ((1, 5), (6, 20), (21, None))
+
+
+def stream_accuracy_by_position(correct: np.ndarray, positions: np.ndarray) -> Dict[str, float]:
+    """Accuracy of the 1st-5th, 6th-20th and later utterances of each speaker's stream
+    (``positions`` 1-based): how long a new voice takes to be judged as well as a known one."""
+    result = {}
+    for first, last in STREAM_POSITION_BINS:
+        chosen = (positions >= first) & (positions <= (last or positions.max()))
+        label = f'{first}-{last}' if last else f'{first}+'
+        result[label] = float(np.mean(correct[chosen])) if chosen.any() else float('nan')
     return result
 
 
@@ -265,6 +285,7 @@ def cross_validate(data: CorpusFeatures, config: TrainConfig, folds: int,
     y = encode(data.labels)
     offline = np.zeros((len(y), len(EMOTION_LABELS)))
     stream = np.zeros_like(offline)
+    positions = np.zeros(len(y), dtype=np.int64)
     fold_accuracy = []
     for fold, held_out in enumerate(speaker_folds(data.speakers, folds)):
         test = np.isin(data.speakers, held_out)
@@ -279,14 +300,21 @@ def cross_validate(data: CorpusFeatures, config: TrainConfig, folds: int,
             mean, std = vm.population_statistics(data.features[train], data.speakers[train])
             stream[test] = trained.logits(test_rows_stream(
                 test_data.features[test], data.speakers[test], mean, std, config.seed + fold))
+            test_rows = np.flatnonzero(test)
+            for indices in stream_order(data.speakers[test], config.seed + fold):
+                positions[test_rows[indices]] = np.arange(1, len(indices) + 1)
         else:
             stream[test] = offline[test]
         fold_accuracy.append(float(np.mean(offline[test].argmax(1) == y[test])))
         log(f'  {data.name} fold {fold + 1}/{folds} speakers {[str(s) for s in held_out]}: '
             f'offline acc {fold_accuracy[-1]:.3f} ({time.perf_counter() - start:.0f} s)')
     classes = sorted(set(y.tolist()))
+    stream_metrics = metrics(y, stream, classes)
+    if config.per_speaker:
+        stream_metrics['accuracy_by_stream_position'] = stream_accuracy_by_position(
+            stream.argmax(1) == y, positions)
     return {'y': y, 'offline_logits': offline, 'stream_logits': stream,
-            'offline': metrics(y, offline, classes), 'stream': metrics(y, stream, classes),
+            'offline': metrics(y, offline, classes), 'stream': stream_metrics,
             'fold_accuracy': fold_accuracy,
             'folds': [list(map(str, g)) for g in speaker_folds(data.speakers, folds)]}
 
@@ -357,9 +385,12 @@ def cross_corpus(train: CorpusFeatures, test: CorpusFeatures, config: TrainConfi
 def summary_line(name: str, result: Dict) -> str:
     recall = ' '.join(f'{k[:3]} {v:.2f}' for k, v in result['per_class_recall'].items())
     share = result['largest_prediction_share']
+    by_position = ' '.join(f'{k} {v:.3f}' for k, v in
+                           result.get('accuracy_by_stream_position', {}).items())
     return (f"{name}: acc {result['accuracy']:.3f} macro-F1 {result['macro_f1']:.3f} "
             f"min recall {result['min_recall']:.2f} | {recall} | largest share "
-            f"{share['label']} {share['share']:.2f}")
+            f"{share['label']} {share['share']:.2f}"
+            + (f' | by utterance of the speaker: {by_position}' if by_position else ''))
 
 
 def run(args) -> Dict:
