@@ -182,14 +182,14 @@ def stream_order(speakers: np.ndarray, seed: int) -> List[np.ndarray]:
     return [rng.permutation(np.flatnonzero(speakers == s)) for s in np.unique(speakers)]
 
 
-def test_rows_stream(raw: np.ndarray, speakers: np.ndarray, prior_mean, prior_std,
-                     seed: int) -> np.ndarray:
-    """What the node computes: each speaker's clips in :func:`stream_order` through a fresh
-    :class:`RunningStandardiser` with the node's default prior weight and half-life, each
-    clip standardised right after its update."""
+def test_rows_stream(raw: np.ndarray, order: List[np.ndarray], prior_mean,
+                     prior_std) -> np.ndarray:
+    """What the node computes: each speaker's clips, in ``order`` (:func:`stream_order`),
+    through a fresh :class:`RunningStandardiser` with the node's default prior weight and
+    half-life, each clip standardised right after its update."""
     values = node_voice_values()
     result = np.empty(raw.shape, dtype=np.float32)
-    for indices in stream_order(speakers, seed):
+    for indices in order:
         normaliser = vm.RunningStandardiser(prior_mean, prior_std,
                                             values['normaliser_prior_weight'],
                                             values['normaliser_half_life'])
@@ -298,10 +298,11 @@ def cross_validate(data: CorpusFeatures, config: TrainConfig, folds: int,
         offline[test] = trained.logits(x_off)
         if config.per_speaker:
             mean, std = vm.population_statistics(data.features[train], data.speakers[train])
-            stream[test] = trained.logits(test_rows_stream(
-                test_data.features[test], data.speakers[test], mean, std, config.seed + fold))
+            order = stream_order(data.speakers[test], config.seed + fold)
+            stream[test] = trained.logits(
+                test_rows_stream(test_data.features[test], order, mean, std))
             test_rows = np.flatnonzero(test)
-            for indices in stream_order(data.speakers[test], config.seed + fold):
+            for indices in order:
                 positions[test_rows[indices]] = np.arange(1, len(indices) + 1)
         else:
             stream[test] = offline[test]
@@ -377,7 +378,8 @@ def cross_corpus(train: CorpusFeatures, test: CorpusFeatures, config: TrainConfi
     shared = sorted(set(encode(train.labels).tolist()) & set(y_test.tolist()))
     x_off = test_rows_offline(test.features, test.speakers, train.features, config)
     mean, std = vm.population_statistics(train.features, train.speakers)
-    x_stream = test_rows_stream(test.features, test.speakers, mean, std, config.seed)
+    x_stream = test_rows_stream(test.features, stream_order(test.speakers, config.seed),
+                                mean, std)
     return {'offline': metrics(y_test, trained.logits(x_off), shared),
             'stream': metrics(y_test, trained.logits(x_stream), shared)}
 
