@@ -57,7 +57,7 @@ class FaceNode(Node):
         self._pipeline, self._classifier, notes = build_face_pipeline(p.values)
         for note in notes:
             self.get_logger().warning(note)
-        self._converter = ImageConverter()
+        self._converter = ImageConverter(max_pixels=p['max_image_pixels'])
         self._lock = threading.Lock()  # the pipeline and model change on parameter changes
         self._last_stamp = None
         self._last_submitted = 0.0
@@ -108,6 +108,8 @@ class FaceNode(Node):
                 self.get_logger().warning(note)
         if 'flip_tta' in changed:
             classifier.flip_tta = changed['flip_tta']
+        if 'max_image_pixels' in changed:
+            self._converter.max_pixels = changed['max_image_pixels']
         swapped = classifier is not self._classifier
         with self._lock:
             if pipeline is not None:

@@ -14,6 +14,7 @@ import cv2
 from mika_common.node_params import RELIABILITY_CHOICES, ParamSpec
 from mika_perception.detection import DETECTORS, create_detector
 from mika_perception.face_model import RUNTIMES, FaceEmotionClassifier
+from mika_perception.image_conversion import DEFAULT_MAX_PIXELS
 from mika_perception.pipeline import FacePipeline
 from mika_perception.resources import FACE_MODEL_FILE, resolve_model_path
 from mika_perception.tracking import FaceTracker, TrackerConfig
@@ -86,6 +87,10 @@ PARAMETERS = [
     ParamSpec('max_rate_hz', 0.0, 'Process at most this many frames per second (the rest are '
               'skipped and counted); 0: as many as the worker keeps up with.',
               min_value=0.0, max_value=1000.0),
+    ParamSpec('max_image_pixels', DEFAULT_MAX_PIXELS, 'Frames of more pixels (width x '
+              'height) are dropped and counted; JPEG and PNG by the size their header '
+              'declares, before decoding (a few hundred bytes can declare 20000x20000).',
+              min_value=64 * 64, max_value=16384 * 16384),
     ParamSpec('publish_hri', True, 'Also publish ROS4HRI (REP-155) /humans/faces/tracked and '
               '/humans/faces/<id>/expression where hri_msgs is installed.'),
     ParamSpec('hri_id_prefix', 'face', 'ROS4HRI face ids are this prefix plus the track id.',

@@ -5,6 +5,7 @@ astronaut) with malformed frames in between; the node must answer every good fra
 the same header stamp, count the malformed ones by reason and keep running.
 """
 import importlib.util
+import struct
 
 import cv2
 import numpy as np
@@ -122,9 +123,21 @@ def test_compressed_frames_and_broken_jpeg(graph):
         send(node, executor, publisher, msg, lambda: processed() > i)
     broken = CompressedImage(format='jpeg', data=jpeg[:len(jpeg) // 2])
     send(node, executor, publisher, broken, lambda: rejected(node).get('broken_data') == 1)
+    # an image bomb: a few hundred bytes of JPEG declaring 20000x20000 pixels
+    bomb = bytearray(cv2.imencode('.jpg', np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    sof = bomb.index(b'\xff\xc0')
+    bomb[sof + 5:sof + 9] = struct.pack('>HH', 20000, 20000)
+    send(node, executor, publisher, CompressedImage(format='jpeg', data=bytes(bomb)),
+         lambda: rejected(node).get('too_large') == 1)
+    # the limit is a parameter; a frame over a lowered one is dropped too
+    assert node.set_parameters([Parameter('max_image_pixels', value=640 * 480 - 1)])[0] \
+        .successful
+    send(node, executor, publisher, CompressedImage(format='jpeg', data=jpeg),
+         lambda: rejected(node).get('too_large') == 2)
     assert spin_until(executor, lambda: len(results) >= 2, 5.0)
     assert [stamp_to_sec(r.header.stamp) for r in results] == pytest.approx(
         [T0 + 1 / 30, T0 + 2 / 30])
+    assert node._diagnostics.window.totals['processed'] == 3
 
 
 def test_debug_image_only_while_someone_subscribes(graph):

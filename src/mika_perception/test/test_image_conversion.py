@@ -1,5 +1,7 @@
 """Image and CompressedImage contents to BGR: every encoding, every malformed input."""
+import struct
 import types
+import zlib
 
 import cv2
 import numpy as np
@@ -7,8 +9,8 @@ import pytest
 
 from mika_perception.sample_frames import portrait_bgr
 from mika_perception.image_conversion import (
-    SUPPORTED_ENCODINGS, ImageConverter, ImageFormatError, compressed_to_bgr, image_to_bgr,
-    image_view)
+    DEFAULT_MAX_PIXELS, SUPPORTED_ENCODINGS, ImageConverter, ImageFormatError,
+    compressed_to_bgr, image_to_bgr, image_view)
 
 
 @pytest.fixture(scope='module')
@@ -139,6 +141,8 @@ def test_broken_compressed_images_are_refused(bgr):
         ('png', png[:len(png) // 2], 'broken_data'),
         ('jpeg', b'\xff\xd8' + bytes(200) + b'\xff\xd9', 'broken_data'),  # markers, no image
         ('jpeg', b'GIF89a' + bytes(100), 'broken_data'),
+        ('jpeg', jpeg[:2] + jpeg[jpeg.index(b'\xff\xda'):], 'broken_data'),  # no SOF
+        ('png', png[:12] + b'IDAT' + png[16:], 'broken_data'),  # IHDR is not first
         ('tiff', jpeg, 'unknown_format'),
         ('16UC1; compressedDepth png', png, 'unknown_format'),
     ]
@@ -146,6 +150,74 @@ def test_broken_compressed_images_are_refused(bgr):
         with pytest.raises(ImageFormatError) as error:
             compressed_to_bgr(format_field, data)
         assert error.value.reason == reason, (format_field, len(data))
+
+
+def jpeg_declaring(width, height):
+    """A real 8x8 JPEG (about 600 bytes) whose frame header says width x height: libjpeg
+    allocates the declared size and decodes it in full."""
+    data = bytearray(cv2.imencode('.jpg', np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    sof = data.index(b'\xff\xc0')
+    data[sof + 5:sof + 9] = struct.pack('>HH', height, width)
+    return bytes(data)
+
+
+def png_chunk(kind, body):
+    return (struct.pack('>I', len(body)) + kind + body
+            + struct.pack('>I', zlib.crc32(kind + body)))
+
+
+def png_of_zeros(width, height):
+    """A valid grey PNG of zeros: about width * height / 1000 bytes (a decompression bomb)."""
+    header = struct.pack('>IIBBBBB', width, height, 8, 0, 0, 0, 0)
+    return (b'\x89PNG\r\n\x1a\n' + png_chunk(b'IHDR', header)
+            + png_chunk(b'IDAT', zlib.compress(bytes(height * (width + 1)), 9))
+            + png_chunk(b'IEND', b''))
+
+
+def test_image_bombs_are_refused_from_their_header_before_decoding():
+    jpeg = jpeg_declaring(20000, 20000)
+    png = png_of_zeros(5000, 5000)
+    assert len(jpeg) < 1000 and len(png) < 30000
+    assert 5000 * 5000 > DEFAULT_MAX_PIXELS
+    for format_field, data in (('jpeg', jpeg), ('png', png)):
+        with pytest.raises(ImageFormatError, match='too_large') as raised:
+            compressed_to_bgr(format_field, data)
+        assert raised.value.reason == 'too_large'
+        msg = types.SimpleNamespace(format=format_field, data=data)
+        for converter in (ImageConverter(use_cv_bridge=False), ImageConverter()):
+            with pytest.raises(ImageFormatError, match='too_large'):
+                converter.compressed(msg)
+    # a limit of the caller's: the same files decode under a larger one
+    assert compressed_to_bgr('png', png_of_zeros(300, 200), max_pixels=60000).shape == (
+        200, 300, 3)
+    with pytest.raises(ImageFormatError, match='too_large'):
+        compressed_to_bgr('png', png_of_zeros(300, 200), max_pixels=59999)
+
+
+def test_raw_images_over_the_limit_are_refused(bgr):
+    step, data = encode(bgr, 'bgr8')
+    with pytest.raises(ImageFormatError, match='too_large'):
+        image_to_bgr('bgr8', 64, 48, step, data, max_pixels=64 * 48 - 1)
+    converter = ImageConverter(max_pixels=64 * 48 - 1)
+    with pytest.raises(ImageFormatError, match='too_large'):
+        converter.image(message('bgr8', 64, 48, step, data))
+    converter.max_pixels = 64 * 48  # changed at runtime by the node
+    np.testing.assert_array_equal(converter.image(message('bgr8', 64, 48, step, data)), bgr)
+
+
+def test_jpeg_size_is_read_past_other_segments(bgr):
+    """Progressive frames, fill bytes and an APP1 segment holding a thumbnail's SOF: the
+    size that counts is the image's own."""
+    progressive = cv2.imencode('.jpg', bgr, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    assert compressed_to_bgr('jpeg', progressive, max_pixels=64 * 48).shape == bgr.shape
+    with pytest.raises(ImageFormatError, match='too_large'):
+        compressed_to_bgr('jpeg', progressive, max_pixels=64 * 48 - 1)
+    baseline = cv2.imencode('.jpg', bgr)[1].tobytes()
+    thumbnail_sof = b'\xff\xc0\x00\x11\x08' + struct.pack('>HH', 60000, 60000) + bytes(10)
+    app1 = b'\xff\xe1' + struct.pack('>H', 2 + len(thumbnail_sof)) + thumbnail_sof
+    with_app1 = baseline[:2] + app1 + b'\xff' + baseline[2:]
+    np.testing.assert_array_equal(compressed_to_bgr('jpeg', with_app1, max_pixels=64 * 48),
+                                  compressed_to_bgr('jpeg', baseline))
 
 
 def message(encoding, width, height, step, data, is_bigendian=False):
