@@ -8,6 +8,8 @@ from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
+from mika_common.echo import echo
+
 #: Canonical class order. Models store their own label order; results are always
 #: reordered into this one before they leave a node (see :func:`reorder_to_canonical`).
 EMOTION_LABELS: Tuple[str, ...] = (
@@ -67,6 +69,6 @@ def reorder_to_canonical(label_names: Sequence[str], probabilities) -> np.ndarra
         missing = sorted(set(EMOTION_LABELS) - set(names))
         raise ValueError(
             f'label names must be the seven emotions once each; '
-            f'unknown {unknown}, missing {missing}')
+            f'unknown {echo(unknown)}, missing {missing}')
     index = {name: i for i, name in enumerate(names)}
     return values[[index[name] for name in EMOTION_LABELS]]

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
+from mika_common.echo import echo
+
 if TYPE_CHECKING:
     from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
     from rclpy.node import Node
@@ -55,7 +57,7 @@ class ParamSpec:
         expected = list if isinstance(self.default, (list, tuple)) else type(self.default)
         if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
             return (f'{self.name} must be of type {expected.__name__}, '
-                    f'got {type(value).__name__} {value!r}')
+                    f'got {type(value).__name__} {echo(value)}')
         numbers = value if isinstance(value, (list, tuple)) else [value]
         for number in numbers:
             if isinstance(number, (int, float)) and not isinstance(number, bool):
@@ -66,7 +68,7 @@ class ParamSpec:
                 if self.max_value is not None and number > self.max_value:
                     return f'{self.name}={number} is above its maximum {self.max_value}'
         if self.choices is not None and value not in self.choices:
-            return f'{self.name}={value!r} is not one of {list(self.choices)}'
+            return f'{self.name}={echo(value)} is not one of {list(self.choices)}'
         if self.validator is not None:
             return self.validator(value)
         return None

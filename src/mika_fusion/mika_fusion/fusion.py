@@ -31,6 +31,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from mika_common.echo import echo
 from mika_common.emotions import (
     EMOTION_LABELS, UNKNOWN, attitude_of, reorder_to_canonical, valence_arousal_of)
 
@@ -155,7 +156,7 @@ def make_observation(modality: str, stamp: float, label_names: Sequence[str],
     (0 when not given) locate the utterance, and its end is when the evidence is current.
     """
     if modality not in MODALITIES:
-        raise InvalidInput('unknown_modality', f'unknown modality {modality!r}')
+        raise InvalidInput('unknown_modality', f'unknown modality {echo(modality)}')
     values = np.asarray(probabilities, dtype=np.float64).reshape(-1)
     if len(label_names) != values.size:
         raise InvalidInput('length_mismatch', f'{len(label_names)} label names but '

@@ -13,6 +13,7 @@ import time
 from rclpy.node import Node
 
 from mika_common.diagnostics import NodeDiagnostics
+from mika_common.echo import echo
 from mika_common.emotions import EMOTION_LABELS
 from mika_common.node_params import ParameterSet
 from mika_common.ros_io import (
@@ -52,7 +53,7 @@ class FusionNode(Node):
         self.diagnostics.count(f'{expected_modality} received')
         try:
             if msg.modality != expected_modality:
-                raise InvalidInput('wrong_modality', f'modality {msg.modality!r} on the '
+                raise InvalidInput('wrong_modality', f'modality {echo(msg.modality)} on the '
                                    f'{expected_modality} topic (miswired remapping?)')
             observation = make_observation(
                 msg.modality, stamp_to_sec(msg.header.stamp), msg.label_names,

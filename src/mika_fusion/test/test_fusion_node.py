@@ -96,6 +96,36 @@ def test_results_become_a_debounced_latched_state_and_bad_results_are_counted(gr
     assert sum(1 for a, b in zip(emotions, emotions[1:]) if a != b) == 1, emotions
 
 
+class LogRecorder:
+    """Stands in for the node's logger: keeps every line."""
+
+    def __init__(self):
+        self.lines = []
+
+    def __getattr__(self, level):
+        return lambda message, **throttle: self.lines.append((level, message))
+
+
+def test_echoed_modality_and_labels_are_cut_short_in_the_log(graph):
+    """A 1 MB modality or label name costs a short log line, not a 1 MB one."""
+    fusion, probe, executor = graph
+    log = LogRecorder()
+    fusion.get_logger = lambda: log
+    face = probe.create_publisher(EmotionResult, 'emotion/face', results_qos())
+    assert spin_until(executor, lambda: face.get_subscription_count() > 0, 5.0)
+    huge = 'x' * 1_000_000
+    wrong_modality = result(probe, 'sad')
+    wrong_modality.modality = huge
+    unknown_labels = result(probe, 'sad')
+    unknown_labels.label_names = [huge] * 6 + ['sad']
+    face.publish(wrong_modality)
+    face.publish(unknown_labels)
+    assert spin_until(executor, lambda: sum(fusion.diagnostics.rejected.values()) == 2, 5.0)
+    assert fusion.diagnostics.rejected == {'wrong_modality': 1, 'unknown_labels': 1}
+    warnings = [message for level, message in log.lines if level == 'warning']
+    assert len(warnings) == 2 and all(len(message) < 400 for message in warnings), warnings
+
+
 def test_runtime_parameter_changes_are_validated_and_applied(graph):
     fusion, probe, executor = graph
     refused = fusion.set_parameters([Parameter('face_selection', value='track_id')])[0]

@@ -319,6 +319,18 @@ def test_bad_inputs_are_rejected_with_a_reason(kwargs, reason):
     assert raised.value.reason == reason
 
 
+def test_unknown_modality_and_labels_are_echoed_cut_short():
+    """A sender's 1 MB label or modality must not become a 1 MB log line."""
+    huge = 'x' * 1_000_000
+    arguments = dict(modality=FACE, stamp=99.9, label_names=EMOTION_LABELS,
+                     probabilities=GOOD, confidence=0.5, now=100.0, config=FusionConfig())
+    for kwargs in (dict(modality=huge), dict(label_names=(huge,) * 7),
+                   dict(label_names=EMOTION_LABELS[:6] + (huge,))):
+        with pytest.raises(InvalidInput) as raised:
+            make_observation(**{**arguments, **kwargs})
+        assert len(str(raised.value)) < 400
+
+
 def test_probabilities_in_another_label_order_are_reordered():
     config = FusionConfig()
     names = list(reversed(EMOTION_LABELS))

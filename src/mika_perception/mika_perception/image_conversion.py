@@ -21,6 +21,8 @@ from typing import Callable, Dict, Optional, Tuple
 import cv2
 import numpy as np
 
+from mika_common.echo import echo
+
 
 class ImageFormatError(ValueError):
     """An image message that cannot be converted; ``reason`` is a short counter key."""
@@ -83,7 +85,7 @@ def _layout(encoding: str) -> _Layout:
     if layout is None:
         raise ImageFormatError(
             'unknown_encoding',
-            f'encoding {encoding!r} is not supported '
+            f'encoding {echo(encoding)} is not supported '
             f'(supported: {", ".join(SUPPORTED_ENCODINGS)})')
     return layout
 
@@ -160,12 +162,12 @@ def _compressed_kind(format_field: str, data: bytes) -> str:
     declared = format_field.lower()
     if 'compresseddepth' in declared.replace(' ', ''):
         raise ImageFormatError('unknown_format',
-                               f'format {format_field!r} is a depth image, not a camera image')
+                               f'format {echo(format_field)} is a depth image, not a camera image')
     named = [kind for kind in SUPPORTED_COMPRESSED
              if kind in declared or (kind == 'jpeg' and 'jpg' in declared)]
     if not named:
         raise ImageFormatError(
-            'unknown_format', f'format {format_field!r} names neither jpeg nor png')
+            'unknown_format', f'format {echo(format_field)} names neither jpeg nor png')
     if data[:2] == _JPEG_START:
         actual = 'jpeg'
     elif data[:8] == _PNG_SIGNATURE:

@@ -205,6 +205,20 @@ def test_raw_images_over_the_limit_are_refused(bgr):
     np.testing.assert_array_equal(converter.image(message('bgr8', 64, 48, step, data)), bgr)
 
 
+def test_long_encoding_and_format_strings_are_echoed_cut_short(bgr):
+    """A sender's 1 MB encoding or format string must not become a 1 MB log line."""
+    step, data = encode(bgr, 'bgr8')
+    huge = 'x' * 1_000_000
+    with pytest.raises(ImageFormatError, match='unknown_encoding') as raised:
+        image_to_bgr(huge, 64, 48, step, data)
+    assert len(str(raised.value)) < 400 and '1000000 characters' in str(raised.value)
+    png = cv2.imencode('.png', bgr)[1].tobytes()
+    for format_field in (huge, huge + 'compressedDepth'):
+        with pytest.raises(ImageFormatError, match='unknown_format') as raised:
+            compressed_to_bgr(format_field, png)
+        assert len(str(raised.value)) < 400
+
+
 def test_jpeg_size_is_read_past_other_segments(bgr):
     """Progressive frames, fill bytes and an APP1 segment holding a thumbnail's SOF: the
     size that counts is the image's own."""

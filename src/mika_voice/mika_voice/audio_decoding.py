@@ -17,6 +17,8 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from mika_common.echo import echo
+
 #: sample_format (GStreamer names, as ``audio_capture`` publishes them) -> (bytes, dtype).
 #: 24-bit samples have no NumPy dtype and are unpacked by hand.
 SAMPLE_FORMATS: Dict[str, Tuple[int, Optional[str]]] = {
@@ -76,12 +78,12 @@ class StreamFormat:
         if self.coding_format not in RAW_CODINGS:
             raise AudioFormatError(
                 'unknown_coding',
-                f"coding_format {self.coding_format!r} is not raw PCM; supported: 'wave' "
+                f"coding_format {echo(self.coding_format)} is not raw PCM; supported: 'wave' "
                 f"(set audio_capture's format to wave)")
         if self.sample_format not in SAMPLE_FORMATS:
             raise AudioFormatError(
                 'unknown_sample_format',
-                f'sample_format {self.sample_format!r} is not supported; supported: '
+                f'sample_format {echo(self.sample_format)} is not supported; supported: '
                 f'{", ".join(SAMPLE_FORMATS)}')
         if not 1 <= self.channels <= MAX_CHANNELS:
             raise AudioFormatError('bad_channels',

@@ -28,6 +28,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from mika_common.diagnostics import NodeDiagnostics
+from mika_common.echo import echo
 from mika_common.node_params import ParameterSet
 from mika_common.ros_io import (
     InputWatchdog, results_qos, run_node, sec_to_stamp, stamp_to_sec)
@@ -298,8 +299,8 @@ class VoiceNode(Node):
             return
         if self._info_format is None:
             self.get_logger().info(
-                f'AudioInfo: {msg.sample_format} {msg.channels} ch {msg.sample_rate} Hz '
-                f'{msg.coding_format}')
+                f'AudioInfo: {echo(msg.sample_format)} {msg.channels} ch {msg.sample_rate} Hz '
+                f'{echo(msg.coding_format)}')
         self._info_format = fields
         with self._lock:
             self._use_format(*fields, origin='AudioInfo')

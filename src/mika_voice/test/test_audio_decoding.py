@@ -84,6 +84,15 @@ def test_byte_count_that_is_not_whole_frames_is_refused(size, fmt):
     assert error.value.reason == 'partial_frame'
 
 
+def test_unknown_formats_are_echoed_cut_short():
+    """An AudioInfo with a 1 MB sample or coding format must not make a 1 MB log line."""
+    huge = 'x' * 1_000_000
+    for fields in ((16000, 1, huge), (16000, 1, 'S16LE', huge)):
+        with pytest.raises(AudioFormatError) as raised:
+            StreamFormat.from_fields(*fields)
+        assert len(str(raised.value)) < 400 and '1000000 characters' in str(raised.value)
+
+
 @pytest.mark.parametrize('bad', [np.nan, np.inf, -np.inf])
 def test_nan_and_inf_in_float_data_are_refused(ravdess_clip, bad):
     samples = ravdess_clip[:1600].copy()
