@@ -127,14 +127,19 @@ class VoicePipeline:
         decoded = time.perf_counter()
         expected = self.segmenter.clock.expected_stamp(chunk.first_index)
         gap = 0.0 if stamp is None or expected is None else stamp - expected
+        utterances: List[Utterance] = []
         if stamp is None:
             stamp = chunk.first_index / self.sample_rate if expected is None else expected
         elif expected is not None and stamp < expected - self.max_backward_jump_s:
             # time went backwards (a bag started over, a clock was reset): start afresh
             self.time_jumps += 1
             self.segmenter.reset()
+        elif gap * 1000.0 > self.segmenter.config.hangover_ms:
+            # audio is missing (a paused or restarted driver): as that much silence would,
+            # the gap ends the utterance in progress; the stream goes on after it
+            utterances = self.segmenter.break_stream(chunk.first_index)
         self.segmenter.add_stamp(chunk.first_index, stamp)
-        utterances = self.segmenter.push(chunk.samples)
+        utterances += self.segmenter.push(chunk.samples)
         finished = time.perf_counter()
         return ChunkOutcome(utterances, chunk,
                             StageTimes(decoding=decoded - started, vad=finished - decoded),

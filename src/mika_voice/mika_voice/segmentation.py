@@ -9,7 +9,9 @@ silence or a burst of audio far faster than real time cannot grow it.
 
 Time: each chunk may bring the sensor stamp of its first sample (``add_stamp``); an
 utterance's ``start_stamp`` is its first sample's stamp, interpolated from the nearest
-earlier chunk stamp at the nominal sample rate.
+earlier chunk stamp at the nominal sample rate. Sample indices run on across a gap in the
+audio (a paused driver), so the caller marks it (``break_stream``): no utterance, onset
+padding or running window reaches back across it, or it would be stamped from before.
 """
 from __future__ import annotations
 
@@ -220,6 +222,7 @@ class UtteranceSegmenter:
         self.clock = StampClock(rate)
         self.too_short = 0
         self.forced_cuts = 0
+        self._stream_start = 0     # first index of the audio that runs on without a gap
         self._pending = np.zeros(0, dtype=np.float32)
         self._recent: Deque[bool] = collections.deque(maxlen=self._window_frames)
         self._reset_speech()
@@ -239,13 +242,33 @@ class UtteranceSegmenter:
     def reset(self) -> None:
         """Forget the audio held (a format change or a jump back in time); sample indices
         go on from where they were."""
-        position = self.buffer.end_index
-        self.buffer = SampleRingBuffer(self.buffer.capacity)
-        self.buffer.end_index = position
         self.clock.clear()
+        self.start_at(self.buffer.end_index)
+
+    def start_at(self, index: int) -> None:
+        """Begin a new stream at sample ``index`` (where the segmenter this one replaces
+        stopped), holding no audio from before it."""
+        self.buffer = SampleRingBuffer(self.buffer.capacity)
+        self.buffer.end_index = index
+        self._stream_start = index
         self._pending = np.zeros(0, dtype=np.float32)
         self._recent.clear()
         self._reset_speech()
+
+    def break_stream(self, index: int) -> List[Utterance]:
+        """Audio is missing before sample ``index`` (the next chunk's first): the
+        utterance in progress ends with the audio held, as silence would have ended it
+        (returned if long enough), and nothing after starts before ``index`` (nor before
+        the samples a resampler held back from before the gap)."""
+        results = self._finish(self._last_voiced_end) if self._in_speech else []
+        self._stream_start = max(index, self.buffer.end_index)
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._recent.clear()
+        return results
+
+    def _earliest(self) -> int:
+        """The first sample an utterance may start with: held, and of the current stream."""
+        return max(self.buffer.start_index, self._stream_start)
 
     def add_stamp(self, index: int, stamp: float) -> None:
         """The sensor time of sample ``index`` (a chunk's first sample)."""
@@ -273,7 +296,7 @@ class UtteranceSegmenter:
                 onset_frames = len(self._recent)
                 self._in_speech = True
                 self._start = max(frame_end - onset_frames * self.frame - self._padding,
-                                  self.buffer.start_index)
+                                  self._earliest())
                 self._last_voiced_end = frame_end
                 self._voiced_frames = sum(self._recent)
                 self._silent_frames = 0
@@ -306,7 +329,7 @@ class UtteranceSegmenter:
     def _finish(self, last_voiced_end: int, forced: bool = False) -> List[Utterance]:
         end = last_voiced_end if forced else min(last_voiced_end + self._padding,
                                                  self.buffer.end_index)
-        start = max(self._start, self.buffer.start_index)
+        start = max(self._start, self._earliest())
         voiced = self._voiced_frames
         self._reset_speech()
         self._recent.clear()
@@ -316,7 +339,7 @@ class UtteranceSegmenter:
         return [self._make(start, end, running=False)]
 
     def _make(self, start: int, end: int, running: bool) -> Utterance:
-        start = max(start, self.buffer.start_index)
+        start = max(start, self._earliest())
         rate = self.config.sample_rate
         start_stamp = self.clock.stamp_of(start)
         if start_stamp is None:  # no stamp ever given: time since the stream began

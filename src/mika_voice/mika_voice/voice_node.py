@@ -202,7 +202,7 @@ class VoiceNode(Node):
             self._install_model(classifier, segmenter)
         elif segmenter is not None:
             with self._lock:
-                segmenter.buffer.end_index = self.pipeline.segmenter.buffer.end_index
+                segmenter.start_at(self.pipeline.segmenter.buffer.end_index)
                 self.pipeline.segmenter = segmenter
         if 'max_clipped_fraction' in changed:
             self.pipeline.max_clipped_fraction = changed['max_clipped_fraction']
@@ -239,7 +239,7 @@ class VoiceNode(Node):
         with self._model_lock, self._lock:
             pipeline = self.pipeline
             if segmenter is not None and segmenter.config.sample_rate == pipeline.sample_rate:
-                segmenter.buffer.end_index = pipeline.segmenter.buffer.end_index
+                segmenter.start_at(pipeline.segmenter.buffer.end_index)
                 pipeline.segmenter = segmenter
             elif segmenter is not None:  # samples are counted at the model's rate
                 stream_format = pipeline.decoder.format if pipeline.decoder else None
