@@ -1,10 +1,15 @@
-"""Time per fusion update, and the debounce's measured behaviour.
+"""Time per fusion update, the debounce's measured behaviour, the node under a flood.
 
     fusion_benchmark --output bench/results/fusion     (or python -m mika_fusion.benchmark)
 
 writes ``fusion.md`` and ``fusion.json``. One update = validate a face and a voice result,
 add both, compute the state (what the node does per message, without the ROS messages).
 Goal: p99 under 0.2 ms on the project's 2-core reference machine.
+
+``--flood 300,1000,2000`` (needs ROS; use a ROS_DOMAIN_ID of its own) also starts a
+fusion_node process and publishes face results at each rate for ``--flood-seconds``: what
+fraction the node took in, how often it published the fused state (goal: all of them, at
+publish_rate_hz) and the CPU it used.
 
 Wall-clock time includes the moments the OS gives the core to other processes; on a
 shared machine those dominate the tail, so the thread's CPU time is reported beside it
@@ -17,6 +22,9 @@ import json
 import os
 import pathlib
 import platform
+import subprocess
+import sys
+import threading
 import time
 
 import numpy as np
@@ -92,6 +100,102 @@ def behaviour(seeds: int = 5):
         'max': round(max(known), 2)}}
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = pathlib.Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def node_flood(rates, seconds: float):
+    """A fusion_node process flooded with face results (three tracks, random distributions
+    stamped now) at each rate: its 'face received' and 'published' diagnostics totals, the
+    fused states heard and the node's CPU time over the flood."""
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
+
+    from mika_common.ros_io import latched_qos, results_qos, sec_to_stamp
+    from mika_msgs.msg import EmotionResult, FusedEmotion
+
+    rclpy.init()
+    probe = rclpy.create_node('fusion_flood_probe')
+    publisher = probe.create_publisher(EmotionResult, 'emotion/face', results_qos())
+    heard, totals = [], {}
+    probe.create_subscription(FusedEmotion, 'emotion/fused',
+                              lambda _: heard.append(time.monotonic()), latched_qos())
+
+    def on_diagnostics(array):
+        for status in array.status:
+            if status.name.startswith('fusion_node'):
+                totals.update({kv.key: kv.value for kv in status.values})
+    probe.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 10)
+    executor = SingleThreadedExecutor()
+    executor.add_node(probe)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    rng = np.random.default_rng(0)
+    messages = []
+    for index, probabilities in enumerate(rng.dirichlet(np.full(7, 0.5), size=64)):
+        msg = EmotionResult(modality=FACE, label_names=list(EMOTION_LABELS),
+                            probabilities=probabilities.tolist(),
+                            label=EMOTION_LABELS[int(probabilities.argmax())],
+                            confidence=float(probabilities.max()), track_id=index % 3)
+        msg.face_roi.width = msg.face_roi.height = 100 + index % 3
+        messages.append(msg)
+    results = []
+    try:
+        for rate in rates:
+            node = subprocess.Popen([sys.executable, '-m', 'mika_fusion.fusion_node'],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                deadline = time.monotonic() + 30.0
+                while publisher.get_subscription_count() == 0 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                time.sleep(1.0)
+                heard.clear()
+                cpu_start, start, sent = _cpu_seconds(node.pid), time.monotonic(), 0
+                while time.monotonic() - start < seconds:
+                    due = int((time.monotonic() - start) * rate) + 1
+                    for _ in range(due - sent):
+                        msg = messages[sent % len(messages)]
+                        msg.header.stamp = sec_to_stamp(time.time())
+                        publisher.publish(msg)
+                        sent += 1
+                    time.sleep(max(0.0, start + sent / rate - time.monotonic()))
+                elapsed = time.monotonic() - start
+                cpu = _cpu_seconds(node.pid) - cpu_start
+                fused = sum(start <= t <= start + elapsed for t in heard)
+                load = os.getloadavg()[0]
+                totals.clear()
+                time.sleep(2.5)  # the node's next diagnostics cover the whole flood
+                received = int(totals.get('face received total', 0))
+            finally:
+                node.terminate()
+                node.wait(10.0)
+            results.append({
+                'rate_per_s': rate, 'sent': sent, 'received': received,
+                'received_fraction': round(received / max(sent, 1), 3),
+                'fused_heard_hz': round(fused / elapsed, 1),
+                'cpu_core_fraction': round(cpu / elapsed, 2), 'load_average_1min': round(load, 2)})
+    finally:
+        executor.shutdown()
+        probe.destroy_node()
+        rclpy.try_shutdown()
+    return results
+
+
+def flood_report(flood, seconds: float) -> str:
+    rows = '\n'.join(
+        f'| {r["rate_per_s"]} | {r["received_fraction"]:.0%} | {r["fused_heard_hz"]} | '
+        f'{r["cpu_core_fraction"]:.0%} | {r["load_average_1min"]} |' for r in flood)
+    return (
+        '\n## fusion_node under a flood of face results\n\n'
+        f'A fusion_node process, default parameters, {seconds:g} s of face results at each '
+        'rate (three tracks, reliable, stamped now). Goal: every result taken in and the '
+        'fused state published at publish_rate_hz (10 Hz) or more.\n\n'
+        '| results/s | taken in | fused state heard, Hz | node CPU, of a core | load avg |\n'
+        '|---|---|---|---|---|\n'
+        f'{rows}\n')
+
+
 def report(timing, behaviour_result, updates: int, machine: str) -> str:
     config = FusionConfig()
     rows = '\n'.join(
@@ -134,17 +238,26 @@ def main(argv=None) -> int:
                         help='path prefix of the .md and .json results')
     parser.add_argument('--updates', type=int, default=20000, help='updates per round')
     parser.add_argument('--rounds', type=int, default=3)
+    parser.add_argument('--flood', default='',
+                        help='comma-separated results/s to flood a fusion_node process with')
+    parser.add_argument('--flood-seconds', type=float, default=5.0)
     options = parser.parse_args(argv)
     machine = (f'{platform.machine()}, {os.cpu_count()} CPUs, '
                f'python {platform.python_version()}, numpy {np.__version__}')
     timing = timing_rounds(options.updates, options.rounds)
     behaviour_result = behaviour()
     text = report(timing, behaviour_result, options.updates, machine)
+    flood = []
+    if options.flood:
+        flood = node_flood([int(rate) for rate in options.flood.split(',')],
+                           options.flood_seconds)
+        text += flood_report(flood, options.flood_seconds)
     output = pathlib.Path(options.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.with_suffix('.json').write_text(json.dumps({
         'updates_per_round': options.updates, 'goal_p99_ms': GOAL_P99_MS, 'machine': machine,
-        'rounds': timing, 'behaviour': behaviour_result}, indent=2) + '\n')
+        'rounds': timing, 'behaviour': behaviour_result, 'node_flood': flood},
+        indent=2) + '\n')
     output.with_suffix('.md').write_text(text)
     print(text)
     return 0

@@ -5,6 +5,12 @@ computed for the node clock's ``now`` (so ``use_sim_time`` works with replayed b
 published on every change and at ``publish_rate_hz``, transient-local so that a behaviour
 node started late gets the current state at once. Its parameters are ROS-free, in
 :mod:`mika_fusion.fusion_parameters`.
+
+Throughput: a result costs rclpy far more (a wait-set round, the message conversion) than
+the fusion (0.03 ms), so the node spins one thread. With rclpy's MultiThreadedExecutor,
+which hands every message to a thread pool, it used about 1 ms of CPU per result and took
+in 24-63% of a 1000-2000 results/s flood; with one thread 0.4 ms, and 88-100%
+(``fusion_benchmark --flood``, bench/results/fusion.md).
 """
 from __future__ import annotations
 
@@ -23,6 +29,10 @@ from mika_fusion.fusion import (
 from mika_fusion.fusion_parameters import PARAMETERS, fusion_config  # PARAMETERS: config tests
 from mika_msgs.msg import EmotionResult, FusedEmotion, ModalityContribution
 
+#: Results kept per input topic while the node is busy: 0.1 s of a 1000 results/s flood,
+#: so a pause of the process (another one on the core) loses none.
+INPUT_DEPTH = 100
+
 
 class FusionNode(Node):
     """Feeds every valid result to :class:`EmotionFuser` and publishes its state."""
@@ -37,7 +47,7 @@ class FusionNode(Node):
         for modality in (FACE, VOICE):
             watchdog.subscribe(EmotionResult, f'emotion/{modality}',
                                lambda msg, expected=modality: self._on_result(msg, expected),
-                               results_qos())
+                               results_qos(INPUT_DEPTH))
         self.create_timer(1.0 / self.params['publish_rate_hz'], self._publish_state)
         self.diagnostics.set_state('ok', 'running')
         self.get_logger().info('fusing emotion/face and emotion/voice into emotion/fused')
@@ -51,13 +61,14 @@ class FusionNode(Node):
 
     def _on_result(self, msg: EmotionResult, expected_modality: str) -> None:
         self.diagnostics.count(f'{expected_modality} received')
+        now = self._now()
         try:
             if msg.modality != expected_modality:
                 raise InvalidInput('wrong_modality', f'modality {echo(msg.modality)} on the '
                                    f'{expected_modality} topic (miswired remapping?)')
             observation = make_observation(
                 msg.modality, stamp_to_sec(msg.header.stamp), msg.label_names,
-                msg.probabilities, msg.confidence, self._now(), self.fuser.config,
+                msg.probabilities, msg.confidence, now, self.fuser.config,
                 track_id=msg.track_id, area=float(msg.face_roi.width * msg.face_roi.height),
                 utterance_start=stamp_to_sec(msg.utterance_start),
                 utterance_end=stamp_to_sec(msg.utterance_end))
@@ -69,14 +80,14 @@ class FusionNode(Node):
             return
         if not self.fuser.add(observation):
             self.diagnostics.count('older than the kept result')
-        state = self._update()
+        state = self._update(now)
         if state.changed:
             self._publish(state)
 
-    def _update(self) -> FusedState:
+    def _update(self, now: float) -> FusedState:
         jumps = self.fuser.backward_jumps
         start = time.perf_counter()
-        state = self.fuser.update(self._now())
+        state = self.fuser.update(now)
         self.diagnostics.observe_latency(time.perf_counter() - start)
         if self.fuser.backward_jumps != jumps:
             self.get_logger().warning('the clock went back (a replayed bag restarted?): '
@@ -84,7 +95,7 @@ class FusionNode(Node):
         return state
 
     def _publish_state(self) -> None:
-        self._publish(self._update())
+        self._publish(self._update(self._now()))
 
     def _publish(self, state: FusedState) -> None:
         self._publisher.publish(self._to_msg(state))
@@ -109,7 +120,7 @@ class FusionNode(Node):
 
 
 def main(args=None) -> int:
-    return run_node(FusionNode, args)
+    return run_node(FusionNode, args, threads=1)  # see the module docstring: throughput
 
 
 if __name__ == '__main__':
