@@ -3,8 +3,8 @@
 The watchdog exists because the commonest ROS support question is a silent node: a topic
 that is not wired, or a QoS mismatch (a reliable subscriber never hears a best-effort
 camera). Every subscription made through :class:`InputWatchdog` says, a few seconds after
-start and then throttled, which topic it waits on and which topics of that type exist, and
-logs incompatible-QoS events with the setting to change.
+start and then throttled, which topic it waits on and which topics of that type other nodes
+publish, and logs incompatible-QoS events with the setting to change.
 """
 from __future__ import annotations
 
@@ -119,8 +119,8 @@ class InputWatchdog:
     """Creates subscriptions that complain when they hear nothing.
 
     ``first_after_s`` after start, and then every ``repeat_every_s`` while a watched topic
-    is still silent, one warning names the topic, its type, the topics of that type that do
-    exist, and the publishers' reliability when they offer less than we request.
+    is still silent, one warning names the topic, its type, the topics of that type that other
+    nodes publish, and the publishers' reliability when they offer less than we request.
     """
 
     def __init__(self, node: Node, first_after_s: float = 5.0, repeat_every_s: float = 30.0,
@@ -184,9 +184,13 @@ class InputWatchdog:
     def _silence_report(self, name: str) -> str:
         type_name = self._types[name]
         waited = time.monotonic() - self._started
-        same_type = sorted(  # only topics someone publishes are candidates for a remap
+        # remap candidates are other nodes' topics; not this node's outputs (a face node would
+        # hear its own debug image) nor its other inputs (fusion would hear one modality twice)
+        own = {endpoint.topic_name
+               for endpoint in (*self._node.publishers, *self._node.subscriptions)}
+        same_type = sorted(
             topic for topic, types in self._node.get_topic_names_and_types()
-            if type_name in types and topic != name and self._node.count_publishers(topic))
+            if type_name in types and topic not in own and self._node.count_publishers(topic))
         publishers = self._node.get_publishers_info_by_topic(name)
         text = f'no message on {name} ({type_name}) after {waited:.0f} s. '
         if publishers:
@@ -197,9 +201,10 @@ class InputWatchdog:
         else:
             text += 'Nobody publishes it. '
         if same_type:
-            text += f'Topics of that type: {", ".join(same_type)} (remap one onto {name}).'
+            text += (f'Topics of that type published by other nodes: {", ".join(same_type)} '
+                     f'(remap one onto {name}).')
         else:
-            text += 'No other topic of that type is published.'
+            text += 'No other node publishes a topic of that type.'
         return text
 
     def _on_incompatible_qos(self, topic: str, requested: QoSProfile, info) -> None:
