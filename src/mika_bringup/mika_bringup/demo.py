@@ -20,7 +20,8 @@ from rclpy.executors import SingleThreadedExecutor
 
 from mika_bringup.run_graph import GraphProcesses
 from mika_bringup.sample_player import SamplePlayer
-from mika_common.process_signals import interrupt_on_stop_signals
+from mika_common.process_signals import (
+    begin_stopping, ignore_interrupts, interrupt_on_stop_signals)
 from mika_common.ros_io import latched_qos, results_qos, stamp_to_sec
 from mika_fusion.emotion_logger import describe
 from mika_msgs.msg import EmotionResult, FusedEmotion
@@ -106,11 +107,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        begin_stopping()  # a Ctrl-C now would leave the nodes half-stopped
         codes = graph.stop()
         if player is not None:
             player.destroy_node()
         probe.destroy_node()
         rclpy.try_shutdown()
+        ignore_interrupts()
     print('[demo] summary\n' + observer.summary(), flush=True)
     known = [m for m in observer.fused if m.emotion != FusedEmotion.UNKNOWN]
     problems = [name for name, items in (('face', observer.face), ('voice', observer.voice),

@@ -23,7 +23,8 @@ from ament_index_python.packages import (
 from mika_bringup.graph import (
     ARGUMENTS, NodeSpec, default_arguments, is_true, node_specs, resolve_params_file,
     validate_arguments)
-from mika_common.process_signals import die_with_parent, interrupt_on_stop_signals
+from mika_common.process_signals import (
+    die_with_parent, ignore_interrupts, interrupt_on_stop_signals)
 
 RESPAWN_DELAY_S = 2.0
 
@@ -138,6 +139,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             time.sleep(0.2)
     except KeyboardInterrupt:
         pass
+    ignore_interrupts()  # a second Ctrl-C must not leave the nodes half-stopped
     codes = graph.stop()
     print(f'[run_graph] stopped: {codes}', flush=True)
     return 0

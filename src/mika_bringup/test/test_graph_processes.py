@@ -169,3 +169,42 @@ def test_the_nodes_end_with_a_killed_graph_runner(graph_runner):
     while time.monotonic() < deadline and _alive(node_pid):
         time.sleep(0.1)
     assert not _alive(node_pid), log_path.read_text()
+
+
+STOP_WITHIN_S = 3.0
+
+
+@pytest.mark.parametrize('second_after_s', [None, 0.05, 0.2],
+                         ids=['once', 'twice_50ms_apart', 'twice_200ms_apart'])
+@pytest.mark.parametrize('program', ['fusion_node', 'run_graph'])
+def test_ctrl_c_in_a_terminal_stops_at_once_with_exit_code_0_and_no_traceback(
+        program, second_after_s):
+    # a terminal's Ctrl-C signals the whole process group; launch then forwards its own
+    # SIGINT to each node, and an impatient user presses Ctrl-C again: one SIGINT or two
+    if program == 'fusion_node':
+        arguments = {**default_arguments(), 'params_file': str(PARAMS_FILE)}
+        command = node_command(
+            next(s for s in node_specs(arguments) if s.name == program), arguments)
+    else:
+        command = [sys.executable, '-m', 'mika_bringup.run_graph', f'params_file:={PARAMS_FILE}',
+                   'enable_face:=false', 'enable_voice:=false']
+    started = NodeProcess(command)  # a process group of its own, SIGINT not ignored
+    try:
+        assert started.wait_for_output('fusing emotion/face', 20.0), started.output()
+        processes = [started.process.pid, *_children(started.process.pid)]
+        signalled = time.monotonic()
+        os.killpg(started.process.pid, signal.SIGINT)
+        if second_after_s is not None:
+            time.sleep(second_after_s)
+            os.killpg(started.process.pid, signal.SIGINT)  # a zombie's group still exists
+        while time.monotonic() - signalled < STOP_WITHIN_S and any(map(_alive, processes)):
+            time.sleep(0.02)
+        stop_s = time.monotonic() - signalled
+    finally:
+        code = started.stop()
+    output = started.log_path.read_text()
+    assert code == 0, output
+    if program == 'run_graph':
+        assert "stopped: {'fusion_node': 0}" in output, output
+    assert 'Traceback' not in output and 'KeyboardInterrupt' not in output, output
+    assert stop_s < STOP_WITHIN_S, output

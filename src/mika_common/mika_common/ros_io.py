@@ -26,6 +26,8 @@ except ImportError:  # Humble
     from rclpy.qos_event import PublisherEventCallbacks, SubscriptionEventCallbacks
 
 from mika_common.node_params import RELIABILITY_CHOICES  # ROS-free, for the parameter lists
+from mika_common.process_signals import (
+    begin_stopping, ignore_interrupts, interrupt_on_stop_signals)
 
 
 def sensor_qos(reliability: str = 'best_effort', depth: int = 1) -> QoSProfile:
@@ -82,9 +84,13 @@ def run_node(node_factory: Callable[[], Node], args: Optional[List[str]] = None,
     once it says so, ``on_exit`` runs before the node is destroyed however spinning ended
     (save partial work), ``exit_code`` gives the process's status.
     ``ros_signal_handlers`` False leaves Ctrl-C to Python (a KeyboardInterrupt), so that
-    ``on_exit`` can still publish before ROS shuts down.
+    ``on_exit`` can still publish before ROS shuts down. Only the first stop signal
+    interrupts (rclpy's handlers chain to Python's): a second SIGINT, as launch forwards
+    after a terminal's Ctrl-C, must not break into the clean-up nor kill the exiting
+    interpreter (see :mod:`mika_common.process_signals`).
     """
     from rclpy.signals import SignalHandlerOptions
+    interrupt_on_stop_signals()
     rclpy.init(args=args if args is not None else sys.argv,
                signal_handler_options=(SignalHandlerOptions.ALL if ros_signal_handlers
                                        else SignalHandlerOptions.NO))
@@ -105,13 +111,15 @@ def run_node(node_factory: Callable[[], Node], args: Optional[List[str]] = None,
         print(f'[FATAL] {error}', file=sys.stderr, flush=True)
         return 1
     finally:
+        begin_stopping()
         if node is not None and on_exit is not None:
             on_exit(node)
         if executor is not None:  # its worker threads end here, not at interpreter exit
             executor.shutdown(timeout_sec=5.0)
         if node is not None:
             node.destroy_node()
-        rclpy.try_shutdown()
+        rclpy.try_shutdown()  # uninstalls rclpy's signal handlers
+        ignore_interrupts()
     return exit_code(node) if exit_code is not None else 0
 
 
