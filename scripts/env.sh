@@ -40,3 +40,11 @@ if [ -f "$MIKA_ROOT/install/local_setup.bash" ]; then
   [ -n "$_mika_nounset" ] && set -u
   unset _mika_nounset
 fi
+
+# ament installs console scripts in lib/<package>, which is not on PATH; the README runs the
+# graph runner as a command (`run_graph ...`, with `demo` and `sample_player` beside it)
+_bin="$MIKA_ROOT/install/mika_bringup/lib/mika_bringup"
+if [ -d "$_bin" ]; then
+  case ":$PATH:" in *":$_bin:"*) ;; *) export PATH="$_bin:$PATH" ;; esac
+fi
+unset _bin

@@ -1,6 +1,8 @@
 """The graph description shared by the launch file and the process runner."""
 import importlib
+import os
 import pathlib
+import subprocess
 
 import pytest
 import yaml
@@ -46,6 +48,22 @@ def test_the_runner_builds_the_command_launch_would():
     assert command[1:] == [
         '--ros-args', '-r', '__node:=fusion_node', '--params-file', arguments['params_file'],
         '-p', 'use_sim_time:=false', '--log-level', 'debug', '-r', '__ns:=/robot1']
+
+
+def test_env_sh_puts_the_runner_on_path():
+    # the README runs `run_graph ...` after `source scripts/env.sh`; from a bare environment,
+    # since the test run's own may have it on PATH already
+    runner = REPO / 'install' / 'mika_bringup' / 'lib' / 'mika_bringup' / 'run_graph'
+    if not runner.exists():
+        pytest.skip('the workspace is not built (scripts/setup.sh)')
+    bare = {'PATH': os.defpath, 'HOME': os.environ.get('HOME', '/'),
+            **{k: v for k, v in os.environ.items() if k == 'MIKA_VENV'}}
+    result = subprocess.run(
+        ['bash', '-c', f'. {REPO / "scripts" / "env.sh"} && command -v run_graph && run_graph -h'],
+        env=bare, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == str(runner)
+    assert 'arguments (name:=value)' in result.stdout
 
 
 def test_runner_command_line_parsing():
