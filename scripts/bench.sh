@@ -12,4 +12,5 @@ python -m mika_fusion.benchmark --output bench/results/fusion
 python -m mika_perception.benchmark --output bench/results/face
 python -m mika_voice.benchmark --output bench/results/voice
 python -m mika_evaluation.benchmark --output bench/results/evaluation
+python -m mika_bringup.restart_benchmark --output bench/results/restart
 echo "results: bench/results/"

@@ -75,3 +75,27 @@ class NodeProcess:
                 self.process.wait()
         self._log.close()
         return self.process.returncode
+
+
+def with_metadata_entry(source, target, payload: bytes, entry: str = 'mika.json',
+                        corrupt_deflate: bool = False):
+    """A copy of the model archive ``source`` at ``target`` whose ``entry`` holds
+    ``payload``, deflated; ``corrupt_deflate`` damages that stream (reading the entry then
+    raises zlib.error). Returns ``target``."""
+    import zipfile
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, 'w') as copy:
+        for info in original.infolist():
+            if info.filename != entry:
+                copy.writestr(info, original.read(info))
+        copy.writestr(entry, payload, compress_type=zipfile.ZIP_DEFLATED)
+    if corrupt_deflate:
+        with zipfile.ZipFile(target) as archive:
+            offset = archive.getinfo(entry).header_offset
+        with open(target, 'r+b') as stream:
+            stream.seek(offset + 26)  # local header: name and extra field lengths
+            header = stream.read(4)
+            name_length = int.from_bytes(header[:2], 'little')
+            extra_length = int.from_bytes(header[2:], 'little')
+            stream.seek(offset + 30 + name_length + extra_length)
+            stream.write(b'\xff\xff')  # a deflate block of the reserved type 3
+    return target

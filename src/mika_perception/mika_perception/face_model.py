@@ -17,6 +17,7 @@ from typing import Dict, List, Sequence
 import cv2
 import numpy as np
 
+from mika_common import litert_cache
 from mika_common.emotions import EMOTION_LABELS
 from mika_perception.preprocessing import PreprocessSpec, preprocess_face, preprocess_faces
 from mika_perception.resources import resolve_model_path
@@ -60,9 +61,13 @@ class ModelMetadata:
 
     @classmethod
     def from_dict(cls, values: dict) -> 'ModelMetadata':
+        if not isinstance(values, dict):
+            raise ValueError(f'expected a JSON object, got {type(values).__name__}')
         if values.get('format') != MODEL_FORMAT:
             raise ValueError(
                 f'metadata format {values.get("format")!r}, expected {MODEL_FORMAT!r}')
+        if not isinstance(values.get('preprocess'), dict):
+            raise ValueError('preprocess must be a JSON object')
         names = list(values['label_names'])
         if sorted(names) != sorted(EMOTION_LABELS):
             raise ValueError(f'label names {names} are not the seven emotions')
@@ -102,29 +107,47 @@ def read_metadata(path: str) -> ModelMetadata:
     try:
         with zipfile.ZipFile(path) as archive:
             raw = archive.read(METADATA_ENTRY)
-    except zipfile.BadZipFile:
-        raise ModelFileError(path, 'not a .keras archive (corrupt or truncated)') from None
     except KeyError:
         raise ModelFileError(path, f'no {METADATA_ENTRY} metadata inside') from None
+    except litert_cache.ARCHIVE_ERRORS as error:  # zlib.error: a corrupt deflate stream
+        raise ModelFileError(path, f'not a .keras archive (corrupt or truncated: '
+                                   f'{type(error).__name__}: {error})') from None
     try:
         return ModelMetadata.from_dict(json.loads(raw))
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, RecursionError) as error:
         raise ModelFileError(path, f'invalid {METADATA_ENTRY}: {error}') from None
 
 
 def load_model(path: str):
     """(keras model, metadata), loaded with ``safe_mode=True``."""
     metadata = read_metadata(path)
+    return _load_keras(path, metadata), metadata
+
+
+def _load_keras(path: str, metadata: ModelMetadata):
     import keras
 
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # Keras raises many types for a damaged archive.
         raise ModelFileError(path, f'Keras could not load it ({error})') from None
-    if tuple(model.input_shape[1:]) != metadata.preprocess.input_shape:
-        raise ModelFileError(path, f'model input {model.input_shape[1:]} does not match '
+    _check_input_shape(path, model.input_shape, metadata)
+    return model
+
+
+def _check_input_shape(path: str, shape, metadata: ModelMetadata) -> None:
+    if tuple(shape[1:]) != metadata.preprocess.input_shape:
+        raise ModelFileError(path, f'model input {tuple(shape[1:])} does not match '
                                    f'its metadata {metadata.preprocess.input_shape}')
-    return model, metadata
+
+
+def network_key(path: str) -> str:
+    """The file's LiteRT cache key (:func:`mika_common.litert_cache.network_key`)."""
+    try:
+        return litert_cache.network_key(path, METADATA_ENTRY)
+    except litert_cache.ARCHIVE_ERRORS as error:
+        raise ModelFileError(path, f'corrupt archive ({type(error).__name__}: {error})'
+                             ) from None
 
 
 RUNTIMES = ('auto', 'tflite', 'keras')
@@ -142,34 +165,6 @@ class _KerasRunner:
         return np.asarray(self.model.predict_on_batch(batch), dtype=np.float32)
 
 
-class _LiteRTRunner:
-    """The same model exported to TFLite and run by the LiteRT interpreter."""
-
-    name = 'tflite'
-
-    def __init__(self, model, num_threads: int):
-        from ai_edge_litert.interpreter import Interpreter
-
-        with tempfile.TemporaryDirectory() as directory:
-            exported = os.path.join(directory, 'model.tflite')
-            model.export(exported, format='litert', verbose=False)
-            with open(exported, 'rb') as stream:
-                self.flatbuffer = stream.read()
-        self.interpreter = Interpreter(model_content=self.flatbuffer, num_threads=num_threads)
-        self.input_index = self.interpreter.get_input_details()[0]['index']
-        self.output_index = self.interpreter.get_output_details()[0]['index']
-        self.batch_size = None
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        if batch.shape[0] != self.batch_size:
-            self.interpreter.resize_tensor_input(self.input_index, list(batch.shape))
-            self.interpreter.allocate_tensors()
-            self.batch_size = batch.shape[0]
-        self.interpreter.set_tensor(self.input_index, np.ascontiguousarray(batch, np.float32))
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output_index).copy()
-
-
 def parity_probe(spec: PreprocessSpec, count: int = 8, seed: int = 0) -> np.ndarray:
     """A fixed batch of smooth random images in the model's input range."""
     rng = np.random.default_rng(seed)
@@ -185,7 +180,9 @@ class FaceEmotionClassifier:
     must share one preprocessing spec). ``flip_tta`` averages each face with its mirror
     image (run in the same batch). ``runtime``: 'tflite' uses the exported TFLite model
     only if its outputs equal Keras' within ``parity_tolerance`` on a probe batch, and
-    'auto' falls back to Keras (reason in :attr:`runtime_notes`) where it does not.
+    'auto' falls back to Keras (reason in :attr:`runtime_notes`) where it does not. An
+    export that passed is cached (:mod:`mika_common.litert_cache`): the next start loads
+    it without importing Keras or TensorFlow (:attr:`from_cache`, one flag per member).
     """
 
     def __init__(self, model_paths: Sequence[str], flip_tta: bool = False,
@@ -200,15 +197,16 @@ class FaceEmotionClassifier:
         self.flip_tta = bool(flip_tta)
         self.runtime_notes: List[str] = []
         self.parity_errors: List[float] = []
+        self.from_cache: List[bool] = []
         self._members = []
         for path in model_paths:
-            model, metadata = load_model(path)
+            metadata = read_metadata(path)
             if self._members and metadata.preprocess != self.spec:
                 raise ValueError(f'{path} uses preprocessing {metadata.preprocess}, the '
                                  f'ensemble uses {self.spec}; ensemble members must agree')
             order = [metadata.label_names.index(name) for name in EMOTION_LABELS]
-            runner = self._choose_runner(path, model, metadata.preprocess, runtime,
-                                         num_threads, parity_tolerance)
+            runner = self._choose_runner(path, metadata, runtime, num_threads,
+                                         parity_tolerance)
             self._members.append((runner, order, metadata))
 
     @property
@@ -224,28 +222,25 @@ class FaceEmotionClassifier:
     def runtimes(self) -> List[str]:
         return [runner.name for runner, _, _ in self._members]
 
-    def _choose_runner(self, path, model, spec, runtime, num_threads, tolerance):
-        keras_runner = _KerasRunner(model)
+    def _choose_runner(self, path, metadata, runtime, num_threads, tolerance):
         if runtime == 'keras':
-            return keras_runner
-        try:
-            lite_runner = _LiteRTRunner(model, num_threads)
-        except Exception as error:  # export needs TensorFlow; JAX-only machines lack it.
-            if runtime == 'tflite':
-                raise RuntimeError(f'{path}: TFLite export failed: {error}') from error
-            self.runtime_notes.append(f'{path}: TFLite export failed ({error}); using Keras')
-            return keras_runner
-        probe = parity_probe(spec)
-        difference = float(np.max(np.abs(lite_runner(probe) - keras_runner(probe))))
-        self.parity_errors.append(difference)
-        if difference <= tolerance:
-            return lite_runner
-        message = (f'{path}: TFLite differs from Keras by {difference:.2e} '
-                   f'> {tolerance:.1e}')
-        if runtime == 'tflite':
-            raise RuntimeError(message)
-        self.runtime_notes.append(message + '; using Keras')
-        return keras_runner
+            self.from_cache.append(False)
+            return _KerasRunner(_load_keras(path, metadata))
+        choice = litert_cache.litert_runner(
+            network_key(path), lambda: _load_keras(path, metadata),
+            lambda model, batch: _KerasRunner(model)(batch), parity_probe(metadata.preprocess),
+            tolerance, num_threads)
+        if choice.parity_error is not None:
+            self.parity_errors.append(choice.parity_error)
+        if choice.runner is None and runtime == 'tflite':
+            raise RuntimeError(f'{path}: ' + '; '.join(choice.notes))
+        self.runtime_notes += [f'{path}: {note}' for note in choice.notes]
+        self.from_cache.append(choice.from_cache)
+        if choice.runner is None:
+            self.runtime_notes[-1] += '; using Keras'
+            return _KerasRunner(choice.keras_model)
+        _check_input_shape(path, choice.runner.input_shape, metadata)
+        return choice.runner
 
     def classify_batch(self, batch: np.ndarray) -> np.ndarray:
         """(N, size, size, 1) preprocessed faces -> (N, 7) canonical probabilities."""

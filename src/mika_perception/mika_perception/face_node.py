@@ -88,8 +88,10 @@ class FaceNode(Node):
                                f'{self.resolve_topic_name(topic)} ({msg_type.__name__})')
 
     def _describe(self) -> str:
+        runtimes = '/'.join(name + (' cached' if cached else '') for name, cached in zip(
+            self._classifier.runtimes, self._classifier.from_cache))
         return (f'detector {self._pipeline.detector.name}, model {self._classifier.model_id} '
-                f'({"/".join(self._classifier.runtimes)}), conversion {self._converter.backend}')
+                f'({runtimes}), conversion {self._converter.backend}')
 
     def _on_parameters(self, changed) -> None:
         """Build what the change needs first and install it only when all of it succeeded:

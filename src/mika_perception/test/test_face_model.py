@@ -1,6 +1,8 @@
 """Model files, their metadata, and the classifier, on real FER-2013 faces."""
 import json
 import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -11,7 +13,9 @@ import pytest
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 keras = pytest.importorskip('keras')
 
+from mika_common import litert_cache  # noqa: E402
 from mika_common.emotions import EMOTION_LABELS  # noqa: E402
+from mika_common.testing import with_metadata_entry  # noqa: E402
 from mika_perception.face_model import (  # noqa: E402
     DEFAULT_MODEL_PATH, METADATA_ENTRY, FaceEmotionClassifier, ModelFileError,
     ModelMetadata, load_model, read_metadata, save_model)
@@ -43,6 +47,15 @@ def _small_model(seed):
 def _metadata(model_id, labels=EMOTION_LABELS):
     return ModelMetadata(label_names=list(labels), preprocess=SPEC, model_id=model_id,
                          training={'note': 'test'})
+
+
+@pytest.fixture(scope='module', autouse=True)
+def litert_cache_dir(tmp_path_factory):
+    """This module's own LiteRT cache: the first TFLite classifier exports, later ones read."""
+    with pytest.MonkeyPatch.context() as patch:
+        directory = tmp_path_factory.mktemp('cache')
+        patch.setenv('MIKA_CACHE_DIR', str(directory))
+        yield directory
 
 
 @pytest.fixture(scope='module')
@@ -125,6 +138,20 @@ def test_metadata_with_foreign_labels_is_refused(model_files, tmp_path):
         load_model(str(path))
 
 
+@pytest.mark.parametrize('payload, corrupt_deflate', [(b'[]', False), (b'null', False),
+                                                     (None, True)])
+def test_metadata_that_is_no_object_or_does_not_inflate_is_refused(
+        model_files, tmp_path, payload, corrupt_deflate):
+    """Once AttributeError / zlib.error, which killed the node: now a ModelFileError."""
+    with zipfile.ZipFile(model_files[0]) as archive:
+        payload = payload or archive.read(METADATA_ENTRY)
+    path = str(with_metadata_entry(model_files[0], tmp_path / 'bad.keras', payload,
+                                   corrupt_deflate=corrupt_deflate))
+    for load in (read_metadata, load_model, FaceEmotionClassifier):
+        with pytest.raises(ModelFileError, match='bad.keras.*train_face'):
+            load(path)
+
+
 def test_batch_equals_single(keras_classifier, lite_classifier, faces):
     for classifier in (keras_classifier, lite_classifier):
         batch = classifier.classify_batch(faces[:5])
@@ -141,6 +168,50 @@ def test_tflite_matches_keras_on_real_faces(keras_classifier, lite_classifier, f
     assert lite_classifier.parity_errors[0] <= 1e-4
     np.testing.assert_allclose(lite_classifier.classify_batch(faces),
                                keras_classifier.classify_batch(faces), atol=1e-4)
+
+
+def test_a_second_load_serves_the_cached_export_without_importing_keras(
+        model_files, lite_classifier, faces):
+    assert lite_classifier.from_cache == [False]
+    cached = FaceEmotionClassifier(model_files[0], runtime='tflite')
+    assert cached.from_cache == [True] and cached.runtime_notes == []
+    assert cached.parity_errors == lite_classifier.parity_errors
+    np.testing.assert_array_equal(cached.classify_batch(faces),
+                                  lite_classifier.classify_batch(faces))
+    code = ('import sys; from mika_perception.face_model import FaceEmotionClassifier; '
+            f'c = FaceEmotionClassifier({model_files[0]!r}); '
+            "print(c.runtimes, c.from_cache, 'keras' in sys.modules, "
+            "'tensorflow' in sys.modules)")
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.split()[-4:] == ["['tflite']", '[True]', 'False', 'False'], done.stderr
+
+
+def test_the_cache_serves_only_the_same_network(model_files, lite_classifier, tmp_path):
+    other = FaceEmotionClassifier(model_files[1], runtime='tflite')  # other weights
+    assert other.from_cache == [False]
+    with zipfile.ZipFile(model_files[0]) as archive:  # same network, other metadata
+        stored = json.loads(archive.read(METADATA_ENTRY))
+    stored['model_id'] = 'renamed'
+    renamed = str(with_metadata_entry(model_files[0], tmp_path / 'renamed.keras',
+                                      json.dumps(stored).encode()))
+    assert litert_cache.network_key(renamed) == litert_cache.network_key(model_files[0])
+    classifier = FaceEmotionClassifier(renamed, runtime='tflite')
+    assert classifier.from_cache == [True] and classifier.model_id == 'renamed'
+
+
+def test_a_damaged_cache_entry_is_exported_again(model_files, lite_classifier, faces,
+                                                 litert_cache_dir):
+    entry = litert_cache.cache_dir() / f'{litert_cache.network_key(model_files[0])}.zip'
+    assert entry.is_file() and entry.parent.parent == litert_cache_dir
+    entry.write_bytes(entry.read_bytes()[:4000])  # cut short, as by a full disk
+    rebuilt = FaceEmotionClassifier(model_files[0], runtime='tflite')
+    assert rebuilt.from_cache == [False]
+    assert 'damaged' in rebuilt.runtime_notes[0] and 'exporting it again' in \
+        rebuilt.runtime_notes[0]
+    np.testing.assert_allclose(rebuilt.classify_batch(faces),
+                               lite_classifier.classify_batch(faces), atol=1e-6)
+    assert FaceEmotionClassifier(model_files[0], runtime='tflite').from_cache == [True]
 
 
 def test_auto_runtime_falls_back_to_keras_when_parity_fails(model_files, keras_classifier,

@@ -289,3 +289,53 @@ def test_model_paths_change_at_runtime_loads_first_and_keeps_the_old_model_on_fa
     assert model_of_next_result() == 'test-second'
     assert results[-1].track_id == track  # the face is still followed across the swap
     assert node._diagnostics.rejected == {}
+
+
+@pytest.fixture()
+def bad_metadata_models(tiny_face_model_path, tmp_path):
+    """The tiny model with a mika.json of '[]', of 'null', and with a corrupt deflate stream:
+    once AttributeError / zlib.error, which escaped the loaders and killed the node."""
+    import zipfile
+
+    from mika_common.testing import with_metadata_entry
+    with zipfile.ZipFile(tiny_face_model_path) as archive:
+        good = archive.read('mika.json')
+    return [str(with_metadata_entry(tiny_face_model_path, tmp_path / name, payload,
+                                    corrupt_deflate=corrupt))
+            for name, payload, corrupt in (('list.keras', b'[]', False),
+                                           ('null.keras', b'null', False),
+                                           ('deflate.keras', good, True))]
+
+
+def test_model_files_with_bad_metadata_are_refused_at_runtime_and_at_start(
+        graph, tiny_face_model_path, bad_metadata_models):
+    from mika_perception.face_node import FaceNode
+    node = graph[0]
+    for bad in bad_metadata_models:
+        outcome = node.set_parameters([Parameter('model_paths', value=[bad])])[0]
+        assert not outcome.successful and bad in outcome.reason and 'train' in outcome.reason
+        assert node.get_parameter('model_paths').value == [tiny_face_model_path]
+    assert node._classifier.model_id == 'test-tiny'
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    try:
+        for bad in bad_metadata_models:
+            with pytest.raises(RuntimeError) as error:
+                FaceNode(context=context,
+                         parameter_overrides=[Parameter('model_paths', value=[bad])])
+            assert bad in str(error.value) and 'train' in str(error.value)
+    finally:
+        rclpy.shutdown(context=context)
+
+
+def test_node_process_exits_with_a_reason_not_a_traceback_on_bad_metadata(
+        bad_metadata_models):
+    import subprocess
+    import sys
+    for bad in bad_metadata_models:
+        done = subprocess.run(
+            [sys.executable, '-m', 'mika_perception.face_node', '--ros-args', '-p',
+             f"model_paths:=['{bad}']"], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, done.stderr
+        assert '[FATAL]' in done.stderr and bad in done.stderr, done.stderr
+        assert 'Traceback' not in done.stderr, done.stderr

@@ -15,10 +15,11 @@ import json
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from mika_common import litert_cache
 from mika_common.emotions import EMOTION_LABELS, reorder_to_canonical
 
 METADATA_ENTRY = 'mika.json'
@@ -65,6 +66,8 @@ class VoiceModelMetadata:
             raise ValueError('normalisation statistics do not match the feature count')
         if sorted(self.label_names) != sorted(EMOTION_LABELS):
             raise ValueError(f'label names {self.label_names} are not the seven emotions')
+        if type(self.sample_rate) is not int or self.sample_rate <= 0:
+            raise ValueError(f'sample rate must be a positive integer, got {self.sample_rate!r}')
         if not self.temperature > 0:
             raise ValueError(f'temperature must be positive, got {self.temperature}')
 
@@ -183,13 +186,22 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 class VoiceEmotionClassifier:
-    """A loaded model: standardised features in, calibrated probabilities out."""
+    """A loaded model: standardised features in, calibrated probabilities out.
 
-    def __init__(self, model, metadata: VoiceModelMetadata, path: Optional[Path] = None):
+    ``model`` is the Keras model (None where LiteRT serves from the cache); ``runner``,
+    where given, computes the logits instead of Keras (a parity-checked LiteRT export).
+    """
+
+    def __init__(self, model, metadata: VoiceModelMetadata, path: Optional[Path] = None,
+                 runner=None):
         self.model = model
         self.metadata = metadata
         self.path = path
         self.feature_dims = len(metadata.feature_names)
+        self._run = runner if runner is not None else model.predict_on_batch
+        self.runtime = 'tflite' if runner is not None else 'keras'
+        self.from_cache = False
+        self.runtime_notes: List[str] = []
 
     @property
     def label_names(self):
@@ -210,7 +222,7 @@ class VoiceEmotionClassifier:
             raise ValueError(f'expected (n, {self.feature_dims}) features, got {x.shape}')
         if not np.all(np.isfinite(x)):
             raise ValueError('features contain NaN or infinite values')
-        return np.asarray(self.model.predict_on_batch(x), dtype=np.float64)
+        return np.asarray(self._run(x), dtype=np.float64)
 
     def predict_proba(self, standardised: np.ndarray) -> np.ndarray:
         """Calibrated probabilities, rows in :data:`EMOTION_LABELS` order."""
@@ -253,8 +265,12 @@ def read_metadata(path) -> VoiceModelMetadata:
         raise VoiceModelError(
             f'{path} is a Keras archive without {METADATA_ENTRY} (not a Mika voice model); '
             f'{TRAIN_HINT}') from None
-    except (zipfile.BadZipFile, OSError, ValueError) as error:
-        raise VoiceModelError(f'voice model {path} is corrupt ({error}); {TRAIN_HINT}') from None
+    except (*litert_cache.ARCHIVE_ERRORS, RecursionError) as error:  # zlib.error, bad JSON
+        raise VoiceModelError(f'voice model {path} is corrupt ({type(error).__name__}: '
+                              f'{error}); {TRAIN_HINT}') from None
+    if not isinstance(raw, dict):
+        raise VoiceModelError(f'{path}: {METADATA_ENTRY} is {type(raw).__name__}, not a JSON '
+                              f'object; {TRAIN_HINT}')
     if raw.get('format') != METADATA_FORMAT:
         raise VoiceModelError(f'{path}: metadata format {raw.get("format")!r}, '
                               f'expected {METADATA_FORMAT!r}; {TRAIN_HINT}')
@@ -266,14 +282,25 @@ def read_metadata(path) -> VoiceModelMetadata:
     return metadata
 
 
-def load_voice_model(path, expected_feature_version: Optional[str] = None
-                     ) -> VoiceEmotionClassifier:
+RUNTIMES = ('keras', 'auto')
+#: LiteRT serves only where its logits equal Keras' within this on a probe batch.
+PARITY_TOLERANCE = 1e-4
+
+
+def load_voice_model(path, expected_feature_version: Optional[str] = None,
+                     runtime: str = 'keras') -> VoiceEmotionClassifier:
     """Load and check a model file; raises :class:`VoiceModelError` naming the path.
 
     ``expected_feature_version`` defaults to this code's version for the model's feature
-    set: a model trained on other features would give silently wrong answers.
+    set: a model trained on other features would give silently wrong answers. ``runtime``
+    'keras' gives a classifier whose ``model`` can be trained further; 'auto' (the node's)
+    runs a parity-checked LiteRT export, from the cache without importing Keras where one
+    exists (:mod:`mika_common.litert_cache`), and falls back to Keras (reason in
+    ``runtime_notes``) where the export fails or differs.
     """
     from mika_voice import features
+    if runtime not in RUNTIMES:
+        raise ValueError(f'runtime must be one of {RUNTIMES}, got {runtime!r}')
     path = Path(path)
     metadata = read_metadata(path)
     if expected_feature_version is None:
@@ -287,6 +314,28 @@ def load_voice_model(path, expected_feature_version: Optional[str] = None
             f'computes {expected_feature_version!r}; retrain: {TRAIN_HINT}')
     if metadata.feature_names != features.feature_names(metadata.feature_set):
         raise VoiceModelError(f'{path}: feature names differ from this code; {TRAIN_HINT}')
+    if runtime == 'keras':
+        return VoiceEmotionClassifier(_load_keras(path, metadata), metadata, path)
+    try:
+        key = litert_cache.network_key(path, METADATA_ENTRY)
+    except litert_cache.ARCHIVE_ERRORS as error:
+        raise VoiceModelError(f'voice model {path} is corrupt ({type(error).__name__}: '
+                              f'{error}); {TRAIN_HINT}') from None
+    probe = np.random.default_rng(0).standard_normal((8, len(metadata.feature_names)))
+    choice = litert_cache.litert_runner(
+        key, lambda: _load_keras(path, metadata),
+        lambda model, batch: model.predict_on_batch(batch), probe, PARITY_TOLERANCE)
+    if choice.runner is not None:
+        _check_shapes(path, choice.runner.input_shape, choice.runner.output_shape, metadata)
+    classifier = VoiceEmotionClassifier(choice.keras_model, metadata, path, choice.runner)
+    classifier.from_cache = choice.from_cache
+    classifier.runtime_notes = [f'{path}: {note}' for note in choice.notes]
+    if choice.runner is None:
+        classifier.runtime_notes[-1] += '; using Keras'
+    return classifier
+
+
+def _load_keras(path: Path, metadata: VoiceModelMetadata):
     import keras
     try:
         model = keras.saving.load_model(str(path), safe_mode=True, compile=False)
@@ -294,9 +343,12 @@ def load_voice_model(path, expected_feature_version: Optional[str] = None
         raise VoiceModelError(
             f'voice model {path} could not be loaded by Keras ({type(error).__name__}: '
             f'{error}); {TRAIN_HINT}') from None
-    inputs, outputs = model.input_shape, model.output_shape
+    _check_shapes(path, model.input_shape, model.output_shape, metadata)
+    return model
+
+
+def _check_shapes(path: Path, inputs, outputs, metadata: VoiceModelMetadata) -> None:
     if inputs[-1] != len(metadata.feature_names) or outputs[-1] != len(metadata.label_names):
         raise VoiceModelError(
             f'{path}: model maps {inputs} to {outputs}, metadata says '
             f'{len(metadata.feature_names)} features and {len(metadata.label_names)} labels')
-    return VoiceEmotionClassifier(model, metadata, path)

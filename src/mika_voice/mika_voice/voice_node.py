@@ -117,8 +117,14 @@ class VoiceNode(Node):
         except VoiceModelError as error:
             super().destroy_node()  # nothing of a node that refuses to start stays behind
             raise RuntimeError(f'voice_node cannot start: {error}') from None
-        self.get_logger().info(f'voice model {path} ({classifier.metadata.model_id})')
+        self._log_runtime_notes(classifier)
+        self.get_logger().info(f'voice model {path} ({classifier.metadata.model_id}, '
+                               f'{_runtime(classifier)})')
         return classifier
+
+    def _log_runtime_notes(self, classifier) -> None:
+        for note in classifier.runtime_notes:  # LiteRT not cached or not used, and why
+            self.get_logger().warning(note)
 
     def _warm_up(self) -> None:
         """Pay librosa's numba compilation and the first Keras call now, not on the first
@@ -226,8 +232,9 @@ class VoiceNode(Node):
             self.get_logger().warning(f'model_path change refused, the running model stays: '
                                       f'{error}')
             raise ValueError(str(error)) from None
-        self.get_logger().info(f'loaded voice model {classifier.path} in '
-                               f'{time.perf_counter() - started:.1f} s')
+        self._log_runtime_notes(classifier)
+        self.get_logger().info(f'loaded voice model {classifier.path} ({_runtime(classifier)}) '
+                               f'in {time.perf_counter() - started:.1f} s')
         return classifier
 
     def _install_model(self, classifier, segmenter) -> None:
@@ -484,6 +491,10 @@ class VoiceNode(Node):
         if worker is not None:
             worker.stop()
         return super().destroy_node()
+
+
+def _runtime(classifier) -> str:
+    return classifier.runtime + (' cached' if classifier.from_cache else '')
 
 
 def main(args: Optional[List[str]] = None) -> int:

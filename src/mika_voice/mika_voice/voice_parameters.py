@@ -97,9 +97,11 @@ PARAMETERS = [
 
 def load_voice_classifier(values: Mapping[str, Any], model_path: Optional[str] = None):
     """The model of ``model_path``, else of the values' ``model_path``, else the installed
-    one. Raises ``VoiceModelError`` naming the path and how to train a model."""
-    from mika_voice.voice_model import load_voice_model  # imports Keras: only when loading
-    return load_voice_model(model_path or values['model_path'] or default_model_path())
+    one, in LiteRT where its export matches Keras (cached: no Keras import at the next
+    start). Raises ``VoiceModelError`` naming the path and how to train a model."""
+    from mika_voice.voice_model import load_voice_model
+    return load_voice_model(model_path or values['model_path'] or default_model_path(),
+                            runtime='auto')
 
 
 def voice_model_id(classifier) -> str:

@@ -2,6 +2,8 @@
 shipped model on real clips."""
 import json
 import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 
 from mika_common.emotions import EMOTION_LABELS
+from mika_common.testing import with_metadata_entry
 from mika_voice import features
 from mika_voice import voice_model as vm
 
@@ -25,6 +28,14 @@ def make_metadata(**overrides):
                   within_speaker_std=[1.0] * len(names), temperature=1.5, model_id='test')
     fields.update(overrides)
     return vm.VoiceModelMetadata(**fields)
+
+
+@pytest.fixture(scope='module', autouse=True)
+def litert_cache_dir(tmp_path_factory):
+    """This module's own LiteRT cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv('MIKA_CACHE_DIR', str(tmp_path_factory.mktemp('cache')))
+        yield
 
 
 @pytest.fixture(scope='module')
@@ -76,6 +87,42 @@ def test_corrupt_file_is_reported(tmp_path, saved_model):
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(vm.VoiceModelError):
         vm.load_voice_model(truncated)
+
+
+@pytest.mark.parametrize('payload, corrupt_deflate', [(b'[]', False), (b'null', False),
+                                                     (None, True)])
+def test_metadata_that_is_no_object_or_does_not_inflate_is_refused(
+        tmp_path, saved_model, payload, corrupt_deflate):
+    """Once AttributeError / zlib.error, which killed the node: now a VoiceModelError."""
+    _, good = saved_model
+    with zipfile.ZipFile(good) as archive:
+        payload = payload or archive.read(vm.METADATA_ENTRY)
+    path = with_metadata_entry(good, tmp_path / 'bad.keras', payload,
+                               corrupt_deflate=corrupt_deflate)
+    with pytest.raises(vm.VoiceModelError, match='bad.keras.*train_voice'):
+        vm.read_metadata(path)
+    for runtime in ('keras', 'auto'):
+        with pytest.raises(vm.VoiceModelError, match='bad.keras.*train_voice'):
+            vm.load_voice_model(path, runtime=runtime)
+
+
+def test_auto_runtime_runs_litert_and_the_next_load_skips_keras(saved_model):
+    model, path = saved_model
+    exported = vm.load_voice_model(path, runtime='auto')
+    assert (exported.runtime, exported.from_cache, exported.runtime_notes) == (
+        'tflite', False, [])
+    x = np.random.default_rng(1).standard_normal((5, exported.feature_dims)).astype(np.float32)
+    np.testing.assert_allclose(exported.logits(x), model.predict_on_batch(x), atol=1e-4)
+    cached = vm.load_voice_model(path, runtime='auto')
+    assert cached.from_cache and cached.model is None
+    np.testing.assert_array_equal(cached.predict_proba(x), exported.predict_proba(x))
+    code = ('import sys; from mika_voice.voice_model import load_voice_model; '
+            f"c = load_voice_model({str(path)!r}, runtime='auto'); "
+            "print(c.runtime, c.from_cache, 'keras' in sys.modules, "
+            "'tensorflow' in sys.modules)")
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.split()[-4:] == ['tflite', 'True', 'False', 'False'], done.stderr
 
 
 def test_keras_file_without_metadata_is_refused(tmp_path, saved_model):

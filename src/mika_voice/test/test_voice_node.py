@@ -321,3 +321,38 @@ def test_model_path_change_at_runtime_loads_first_and_keeps_the_old_model_on_fai
     assert node.pipeline.classifier.metadata.model_id == 'test-second-voice'
     assert model_of_next_result(T0 + 10.0) == 'test-second-voice'
     assert node.diagnostics.rejected == {}
+
+
+def test_model_files_with_bad_metadata_are_refused_at_runtime_and_at_start(
+        graph, voice_model_path, tmp_path):
+    """A mika.json of '[]', of 'null', or with a corrupt deflate stream: once
+    AttributeError / zlib.error, which escaped the loaders and killed the node."""
+    import zipfile
+
+    from mika_common.testing import with_metadata_entry
+    from mika_voice.voice_node import VoiceNode
+    node = graph[0]
+    with zipfile.ZipFile(voice_model_path) as archive:
+        good = archive.read('mika.json')
+    bad_files = [str(with_metadata_entry(voice_model_path, tmp_path / name, payload,
+                                         corrupt_deflate=corrupt))
+                 for name, payload, corrupt in (('list.keras', b'[]', False),
+                                                ('null.keras', b'null', False),
+                                                ('deflate.keras', good, True))]
+    first_model = node.model_id
+    for bad in bad_files:
+        outcome = node.set_parameters([Parameter('model_path', value=bad)])[0]
+        assert not outcome.successful and bad in outcome.reason
+        assert 'train_voice' in outcome.reason
+        assert node.get_parameter('model_path').value == str(voice_model_path)
+    assert node.model_id == first_model
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    try:
+        for bad in bad_files:
+            with pytest.raises(RuntimeError) as error:
+                VoiceNode(context=context, parameter_overrides=[Parameter('model_path',
+                                                                          value=bad)])
+            assert bad in str(error.value) and 'train_voice' in str(error.value)
+    finally:
+        rclpy.shutdown(context=context)
