@@ -24,7 +24,7 @@ set +e
 # pytest >= 8.1 rejects (ros2/launch#979); no test here needs them.
 python -m pytest -p no:cacheprovider -p no:launch_testing -p no:launch_ros \
   --import-mode=importlib -q -rs \
-  --timeout=600 src/*/test "$@"
+  --timeout=600 src/*/test studies "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then

@@ -11,7 +11,7 @@ Neighbouring video frames are nearly the same image: kept all, they inflate ever
 and every score. :func:`thin_near_duplicates` keeps a frame only when it differs from the
 last kept frame of its session and label by at least a threshold of mean absolute
 difference of 16x16 thumbnails of the model inputs; :data:`NEAR_DUPLICATE_MAD` was
-measured (``python -m mika_personal.thinning_study``, figures in its docstring).
+measured (``python studies/thinning_study.py``, figures in its docstring).
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ TIME_JUMP_BACK_S = 1.0
 THUMBNAIL = 16
 #: Least mean absolute difference between the thumbnails of a frame and of the last kept
 #: frame (model-input values, in [-1, 1]) for the frame to count as new. Measured with
-#: ``python -m mika_personal.thinning_study`` (figures in its docstring): neighbouring
+#: ``python studies/thinning_study.py`` (figures in its docstring): neighbouring
 #: frames of one recording differ by 0.042 (median), 0.182 (99th percentile); two
 #: different face images by 0.27 or more (1st percentile 0.34). The threshold is the
 #: neighbours' 99th percentile rounded up.
@@ -136,7 +136,7 @@ def thumbnails(inputs: np.ndarray) -> np.ndarray:
     At 16x16 a shift of a pixel or two of the tracked box (its smoothing lags when the
     head moves) hardly counts while a changed face still does; measured, the gap between
     neighbouring frames and different faces is wider than at 48x48 or with SSIM (see
-    :mod:`mika_personal.thinning_study`).
+    ``studies/thinning_study.py``).
     """
     inputs = np.asarray(inputs, np.float32)
     return np.stack([cv2.resize(x.reshape(x.shape[0], x.shape[1]), (THUMBNAIL, THUMBNAIL),
@@ -299,7 +299,7 @@ def faces_from_frames(frames: Iterator[Tuple[float, float, np.ndarray]], pipelin
             found.counts['labelled frames without a face'] += 1
             continue
         main = max(detected, key=lambda face: face.box[2] * face.box[3])
-        found.crops.append(face_crop(image, main.box, spec))
+        found.crops.append(face_crop(image, main.box, spec, main.roll_deg))
         found.labels.append(label)
         found.times.append(time_s)
     return found

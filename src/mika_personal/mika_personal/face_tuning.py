@@ -45,9 +45,9 @@ POOLING_LAYERS = ('MaxPooling2D', 'AveragePooling2D')
 class TuningConfig(TuningSettings):
     """One fine-tuning run; an ensemble trains several, each with some fields changed.
 
-    The defaults were chosen on the validation session of ``face_experiment`` (never on
-    its test sessions): against 1e-3 and one unfrozen block, a head rate of 1e-2 and two
-    unfrozen blocks lowered the validation loss from 0.94 to 0.57.
+    The defaults were chosen on the validation session of ``studies/face_experiment.py``
+    (never on its test sessions): against 1e-3 and one unfrozen block, a head rate of 1e-2
+    and two unfrozen blocks lowered the validation loss from 0.94 to 0.57.
     """
 
     head_epochs: int = 40

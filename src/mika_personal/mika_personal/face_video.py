@@ -213,6 +213,34 @@ def session_segments(pool: Dict[str, List[np.ndarray]], images_per_segment: int,
     return segments
 
 
+@dataclass(frozen=True)
+class Recording:
+    """A video file and its ``start,end,label`` file, to import as session ``session_id``."""
+
+    session_id: str
+    video: Path
+    labels: Path
+
+
+def render_recordings(out_dir: Path, pools: Dict[str, Dict[str, list]],
+                      plan: Sequence[tuple], motion: Motion,
+                      images_per_segment: int) -> List[Recording]:
+    """One video file and label file per (session id, pool name, seed) of ``plan``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    recordings = []
+    for session_id, pool_name, seed in plan:
+        session_motion = dataclasses.replace(motion, seed=seed)
+        segments = session_segments(pools[pool_name], images_per_segment, seed)
+        video = write_video(out_dir / f'{session_id}.avi',
+                            render_frames(segments, session_motion), session_motion)
+        labels = write_labels_csv(
+            out_dir / f'{session_id}.csv', intervals_of(segments, session_motion),
+            f'{session_id}: FER-2013 private-test faces of pool {pool_name!r}, seed {seed}')
+        recordings.append(Recording(session_id, video, labels))
+    return recordings
+
+
 def astronaut_segments(seconds: float, label: str = 'happy') -> List[Segment]:
     """The astronaut's head (one real person, smiling) held for ``seconds``."""
     from mika_perception.sample_frames import portrait_bgr

@@ -401,3 +401,19 @@ def write_session(root: Path, session_id: str, person: str,
             else:
                 writer.end_label(time_s)
         return writer.finish()
+
+
+def write_clip_session(root: Path, session_id: str, person: str,
+                       clips: Sequence[Tuple[np.ndarray, str]], sample_rate: int = 16000,
+                       gap_s: float = 1.0, lead_s: float = 0.5, notes: str = '') -> Path:
+    """An audio session of labelled ``clips`` (mono float audio, label) one after another,
+    ``gap_s`` of silence between them after ``lead_s`` of it; each clip's span is labelled.
+    Corpora of acted clips (RAVDESS) become sessions a user's recordings would be."""
+    pieces, intervals, t = [np.zeros(int(lead_s * sample_rate), np.float32)], [], lead_s
+    for audio, label in clips:
+        duration = len(audio) / sample_rate
+        intervals.append(Interval(t, t + duration, label))
+        pieces += [np.asarray(audio, np.float32), np.zeros(int(gap_s * sample_rate), np.float32)]
+        t += duration + gap_s
+    return write_session(Path(root), session_id, person, intervals,
+                         audio=np.concatenate(pieces), sample_rate=sample_rate, notes=notes)

@@ -55,8 +55,8 @@ class VoiceTuningConfig(TuningSettings):
     """One fine-tuning run; an ensemble trains several, each with some fields changed.
 
     Defaults: the boldest of three settings compared on RAVDESS development actors, which
-    also did best on the test actors (``python -m mika_personal.ravdess_study``, results in
-    ``src/mika_personal/results/ravdess_personal_voice.md``). Those tests are second takes
+    also did best on the test actors (``python studies/ravdess_study.py``, results in
+    ``studies/results/ravdess_personal_voice.md``). Those tests are second takes
     of the sentences trained on, which favours bold adaptation; for free speech record a
     third session, so that early stopping has a validation session, or set ``l2_sp``.
     """

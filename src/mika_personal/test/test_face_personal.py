@@ -14,7 +14,7 @@ import pytest
 
 from mika_common.emotions import EMOTION_LABELS
 from mika_evaluation.bag_format import read_truth_csv
-from mika_personal import face_experiment, face_tuning, face_video, fine_tune, prepare
+from mika_personal import face_tuning, face_video, fine_tune, import_media, prepare
 from mika_personal.face_data import (
     NEAR_DUPLICATE_MAD, FaceDataset, thin_near_duplicates, thumbnails)
 from mika_personal.sessions import LeakageError
@@ -45,14 +45,18 @@ def recordings(tmp_path_factory, fer_path):
     pool = face_video.repertoire(
         face_video.keep_detectable(faces, create_detector('auto')[0], MOTION, 3), 3)
     plan = [(session_id, 'person', seed) for seed, session_id in enumerate(SESSIONS)]
-    return face_experiment.render_recordings(tmp_path_factory.mktemp('videos'),
-                                             {'person': pool}, plan, MOTION, 2)
+    return face_video.render_recordings(tmp_path_factory.mktemp('videos'),
+                                        {'person': pool}, plan, MOTION, 2)
 
 
 @pytest.fixture(scope='module')
 def sessions_root(tmp_path_factory, recordings):
     root = tmp_path_factory.mktemp('sessions')
-    assert face_experiment.import_recordings(root, recordings, person='alice') == 0
+    assert import_media.main(
+        ['--person', 'alice', '--output', str(root), '--image-storage', 'jpeg',
+         '--video', *[str(r.video) for r in recordings],
+         '--labels', *[str(r.labels) for r in recordings],
+         '--session-id', *[r.session_id for r in recordings]]) == 0
     return root
 
 
@@ -107,18 +111,6 @@ def test_thinning_drops_noisy_copies_and_keeps_changes(dataset):
     # a copy with sensor noise is dropped; a different face is kept; so is the same face
     # once the label changes
     assert keep.tolist() == [True, False, False, False, False, True, True]
-
-
-def test_measured_threshold_separates_neighbours_from_different_faces(fer_path):
-    from mika_personal import thinning_study
-    measured = thinning_study.measure(fer_path, BASE_MODEL, sessions=2,
-                                      images_per_segment=2, pairs=400, log=lambda _: None)
-    used = measured['thumbnail MAD']
-    assert np.percentile(used['neighbours'], 95) < NEAR_DUPLICATE_MAD
-    assert np.max(used['astronaut neighbours']) < NEAR_DUPLICATE_MAD
-    assert min(used['different'].min(), used['different, same label'].min()) \
-        > NEAR_DUPLICATE_MAD
-    assert thinning_study.separation(used) > thinning_study.separation(measured['1 - SSIM'])
 
 
 def test_face_crop_is_what_the_node_classifies():

@@ -15,7 +15,7 @@ import pytest
 from mika_common.emotions import EMOTION_LABELS
 from mika_evaluation.bag_format import Interval, read_truth_csv
 from mika_personal import fine_tune as fine_tune_cli
-from mika_personal.ravdess_study import write_clip_session
+from mika_personal.session_writer import write_clip_session
 from mika_personal.sessions import LeakageError
 from mika_personal.voice_data import VoiceDataset, label_utterance, prepare_voices
 from mika_personal.voice_tuning import (

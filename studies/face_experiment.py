@@ -1,6 +1,6 @@
 """The whole face chain on videos of real faces: record -> prepare -> split -> fine-tune.
 
-    python -m mika_personal.face_experiment --work-dir /tmp/mika_face_experiment
+    python studies/face_experiment.py --work-dir /tmp/mika_face_experiment
 
 What it is, honestly: no labelled video of one person exists in the shared data, so
 each "recording" is a video file assembled by :mod:`mika_personal.face_video` from
@@ -30,44 +30,16 @@ model; the 3-variant ensemble in brackets):
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 from mika_personal import face_video
+from mika_personal.face_video import Recording, render_recordings
 
 PERSON = 'repertoire'
-
-
-@dataclass(frozen=True)
-class Recording:
-    session_id: str
-    video: Path
-    labels: Path
-
-
-def render_recordings(out_dir: Path, pools: Dict[str, Dict[str, list]],
-                      plan: Sequence[tuple], motion: face_video.Motion,
-                      images_per_segment: int) -> List[Recording]:
-    """One video file and label file per (session id, pool name, seed) of ``plan``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    recordings = []
-    for session_id, pool_name, seed in plan:
-        session_motion = dataclasses.replace(motion, seed=seed)
-        segments = face_video.session_segments(pools[pool_name], images_per_segment, seed)
-        video = face_video.write_video(out_dir / f'{session_id}.avi',
-                                       face_video.render_frames(segments, session_motion),
-                                       session_motion)
-        labels = face_video.write_labels_csv(
-            out_dir / f'{session_id}.csv', face_video.intervals_of(segments, session_motion),
-            f'{session_id}: FER-2013 private-test faces of pool {pool_name!r}, seed {seed}')
-        recordings.append(Recording(session_id, video, labels))
-    return recordings
 
 
 def import_recordings(sessions_root: Path, recordings: Sequence[Recording],

@@ -1,7 +1,6 @@
 """Personal voice fine-tuning shown on real speech: RAVDESS actors as "the person".
 
-    nice -n 10 python -m mika_personal.ravdess_study \\
-        --output-dir src/mika_personal/results
+    nice -n 10 python studies/ravdess_study.py    # -> studies/results/ravdess_personal_voice.*
 
 Each actor's 52 labelled clips become two sessions, one per RAVDESS repetition (the same
 26 sentence/emotion/intensity combinations spoken a second time; never the same clip on
@@ -40,8 +39,8 @@ import numpy as np
 
 from mika_common.emotions import EMOTION_LABELS
 from mika_common.workspace import repository_root, shared_data_dir
-from mika_evaluation.bag_format import Interval
 from mika_personal import report as report_module
+from mika_personal.session_writer import write_clip_session
 from mika_personal.voice_data import DEFAULT_AUGMENT_ROUNDS, VoiceDataset
 
 DEV_ACTORS = ('01', '02', '03', '04')
@@ -76,23 +75,6 @@ def actor_clips(ravdess_dir: Path, actor: str) -> Dict[str, List[Tuple[Path, str
     return by_repetition
 
 
-def write_clip_session(root: Path, session_id: str, person: str,
-                       clips: Sequence[Tuple[np.ndarray, str]], sample_rate: int = 16000,
-                       gap_s: float = GAP_S, lead_s: float = LEAD_S) -> Path:
-    """A session of ``clips`` (mono float audio, label) one after another with ``gap_s`` of
-    silence between them; each clip's span is labelled. Returns the session folder."""
-    from mika_personal.session_writer import write_session
-    pieces, intervals, t = [np.zeros(int(lead_s * sample_rate), np.float32)], [], lead_s
-    for audio, label in clips:
-        duration = len(audio) / sample_rate
-        intervals.append(Interval(t, t + duration, label))
-        pieces += [np.asarray(audio, np.float32), np.zeros(int(gap_s * sample_rate), np.float32)]
-        t += duration + gap_s
-    return write_session(Path(root), session_id, person, intervals,
-                         audio=np.concatenate(pieces), sample_rate=sample_rate,
-                         notes='RAVDESS clips (CC BY-NC-SA 4.0) joined by ravdess_study')
-
-
 def actor_sessions(ravdess_dir: Path, actor: str, root: Path, seed: int) -> List[Path]:
     """The actor's two sessions (one per repetition, clips shuffled), written once."""
     from mika_voice.training.corpus import load_audio
@@ -104,7 +86,9 @@ def actor_sessions(ravdess_dir: Path, actor: str, root: Path, seed: int) -> List
             order = np.random.default_rng([seed, int(actor), int(repetition)]).permutation(
                 len(clips))
             write_clip_session(root, session_id, f'ravdess_{actor}',
-                               [(load_audio(clips[i][0]), clips[i][1]) for i in order])
+                               [(load_audio(clips[i][0]), clips[i][1]) for i in order],
+                               gap_s=GAP_S, lead_s=LEAD_S,
+                               notes='RAVDESS clips (CC BY-NC-SA 4.0) joined by ravdess_study')
         sessions.append(folder)
     return sessions
 
@@ -236,7 +220,7 @@ def markdown(result: Dict) -> str:
         f'Made by `{result["command"].strip()}` in {result["total_s"] / 60:.1f} min '
         f'({result["machine"]}; generic models and prepared sessions '
         f'{"from the cache" if result["cached"] else "made in this run"}). See '
-        '`mika_personal/ravdess_study.py` for the protocol.', '',
+        '`studies/ravdess_study.py` for the protocol.', '',
         '- "The person": one RAVDESS actor; two sessions per actor, one per repetition (26 '
         'labelled clips each, shuffled, 1 s of silence between clips), cut into utterances '
         "with the voice node's VAD and described with its features (`prepare_voices`).",
@@ -387,7 +371,7 @@ def run(args) -> Dict:
         shipped_probs.argmax(1) == report_module.label_indices(dataset.labels[test_rows],
                                                                EMOTION_LABELS)))
     result = {
-        'command': 'python -m mika_personal.ravdess_study ' + ' '.join(sys.argv[1:]),
+        'command': 'python studies/ravdess_study.py ' + ' '.join(sys.argv[1:]),
         'machine': f'{os.cpu_count()} CPU cores, shared',
         'cached': cached,
         'normaliser': {'prior_weight': values['normaliser_prior_weight'],
@@ -409,8 +393,7 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--data-dir', default=str(shared_data_dir()),
                         help='folder holding ravdess/ (default $MIKA_DATA or ../shared/data)')
-    parser.add_argument('--output-dir', default=str(repository_root() / 'src' /
-                                                    'mika_personal' / 'results'))
+    parser.add_argument('--output-dir', default=str(repository_root() / 'studies' / 'results'))
     parser.add_argument('--work-dir', default=str(repository_root() / '.cache' /
                                                   'mika_personal' / 'ravdess_study'),
                         help='generic models, sessions and datasets are cached here')

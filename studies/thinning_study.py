@@ -1,6 +1,6 @@
 """Measures the near-duplicate threshold of :mod:`mika_personal.face_data`.
 
-    python -m mika_personal.thinning_study --sessions 6 --fps 10 [--plot hist.png]
+    python studies/thinning_study.py --sessions 6 --fps 10 [--plot hist.png]
 
 Videos of real faces (:mod:`mika_personal.face_video`: FER-2013 private-test faces per
 labelled segment, each held 1 s, and the astronaut portrait, moving and with sensor noise)
@@ -35,7 +35,7 @@ neighbour pairs below it, because a person's own change of expression moves the 
 less than the change to another person's face measured here (no data set at hand has one
 person's changing expressions). The first frame of every label run is kept whatever its
 difference, so a change of label is never thinned away. Histogram:
-``src/mika_personal/results/face_thinning.png``.
+``studies/results/face_thinning.png``.
 """
 from __future__ import annotations
 
