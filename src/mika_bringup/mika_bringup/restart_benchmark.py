@@ -10,8 +10,8 @@ at 15 fps for the face node; for the voice node a real RAVDESS sentence and 1 s 
 looped in 100 ms AudioDataStamped chunks at real-time rate (so a voice result also waits for
 the end of the utterance being spoken). A run launches the node, waits for its first
 result, kills it (SIGKILL), waits launch's respawn delay and starts it again. "cold":
-the LiteRT cache (``MIKA_CACHE_DIR``) is empty at the launch and again at the respawn, as
-every start was before the cache; "warm": it holds the node's models.
+the LiteRT cache (``MIKA_CACHE_DIR``) is empty at the launch and again at the respawn (each
+start imports Keras and exports the model); "warm": it holds the node's models.
 """
 from __future__ import annotations
 
@@ -237,8 +237,8 @@ def table(runs: List[Run], notes: List[str]) -> str:
         f'restart: from starting it again {RESPAWN_DELAY_S:.0f} s (launch\'s respawn_delay) '
         'after `kill -9`; kill: from the kill. ready: the node\'s ready line (face) or '
         '"warmed up" line (voice); result: its first EmotionResult. cold: empty LiteRT '
-        'cache at both starts (each start imports Keras/TensorFlow and exports the model, '
-        'as every start did before the cache); warm: the cache holds the node\'s models.',
+        'cache at both starts (each start imports Keras/TensorFlow and exports the model to '
+        'LiteRT); warm: the cache holds the node\'s models.',
         '',
         '| node | cache | runs | launch -> ready | launch -> result | restart -> ready '
         '| restart -> result | kill -> result |',
@@ -265,8 +265,10 @@ def main(argv=None) -> int:
                         help='seconds a start may take to its first result')
     parser.add_argument('--output', default='bench/results/restart',
                         help='path prefix: writes <output>.md and <output>.json')
+    parser.add_argument('--note', action='append', default=[],
+                        help='a line for the notes under the table (e.g. which code ran)')
     args = parser.parse_args(argv)
-    notes = [f'face: 640x480 rgb8 frames of one real face at {FACE_FPS:.0f} fps; the '
+    notes = args.note + [f'face: 640x480 rgb8 frames of one real face at {FACE_FPS:.0f} fps; the '
              'tracker reports a face from its second frame on.',
              'voice: RAVDESS Actor_01 sentence 03-01-05-01-01-01-01 (3.3 s) and 1 s of '
              'silence, looped at real time; a result comes 0.4 s (hangover) after an '

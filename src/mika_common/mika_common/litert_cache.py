@@ -18,6 +18,7 @@ import json
 import os
 import struct
 import tempfile
+import time
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ ARCHIVE_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeErro
                   struct.error, ValueError)
 #: Entries kept in the cache (newest by modification time); older ones are removed.
 MAX_ENTRIES = 32
+PARTIAL_TIMEOUT_S = 600.0
 _ENTRY_JSON = 'entry.json'
 _ENTRY_MODEL = 'model.tflite'
 
@@ -167,8 +169,20 @@ def store(key: str, flatbuffer: bytes, parity_error: float,
 
 
 def _prune(directory: Path) -> None:
-    entries = sorted(directory.glob('*.zip'), key=lambda p: p.stat().st_mtime, reverse=True)
-    for stale in entries[MAX_ENTRIES:]:
+    """Keeps the newest :data:`MAX_ENTRIES` entries, and removes partial files older than
+    :data:`PARTIAL_TIMEOUT_S` (a writer killed mid-write leaves one)."""
+    now = time.time()
+    entries = []
+    for path in directory.iterdir():
+        try:
+            modified = path.stat().st_mtime
+        except OSError:  # removed by another process meanwhile
+            continue
+        if path.suffix == '.zip':
+            entries.append((modified, path))
+        elif path.suffix == '.part' and now - modified > PARTIAL_TIMEOUT_S:
+            path.unlink(missing_ok=True)
+    for _, stale in sorted(entries, reverse=True)[MAX_ENTRIES:]:
         stale.unlink(missing_ok=True)
 
 

@@ -70,13 +70,18 @@ def test_an_unwritable_cache_is_a_note_not_an_error(tmp_path):
     assert 'not cached' in note and 'MIKA_CACHE_DIR' in note
 
 
-def test_old_entries_are_pruned(tmp_path, monkeypatch):
+def test_old_entries_and_abandoned_partial_files_are_pruned(tmp_path, monkeypatch):
     monkeypatch.setattr(litert_cache, 'MAX_ENTRIES', 2)
     for index, key in enumerate(('1' * 64, '2' * 64, '3' * 64)):
         litert_cache.store(key, b'x', 0.0, tmp_path)
         os.utime(tmp_path / f'{key}.zip', (index, index))
+    stale, fresh = tmp_path / 'killed.part', tmp_path / 'writing.part'
+    for path in (stale, fresh):
+        path.write_bytes(b'x')
+    os.utime(stale, (0, 0))
     litert_cache.store('4' * 64, b'x', 0.0, tmp_path)
     assert sorted(p.stem[0] for p in tmp_path.glob('*.zip')) == ['3', '4']
+    assert not stale.exists() and fresh.exists()
 
 
 def test_litert_runner_exports_once_then_serves_the_cache_without_keras(tmp_path):
