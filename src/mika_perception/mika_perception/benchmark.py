@@ -31,7 +31,8 @@ from typing import Callable, List  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mika_perception.detection import create_detector  # noqa: E402
+from mika_perception.detection import DETECTORS, create_detector  # noqa: E402
+from mika_perception.face_parameters import node_defaults  # noqa: E402
 from mika_perception.image_conversion import compressed_to_bgr, image_to_bgr  # noqa: E402
 from mika_perception.pipeline import STAGES, FacePipeline  # noqa: E402
 from mika_perception.resources import FACE_MODEL_FILE, resolve_model_path  # noqa: E402
@@ -39,6 +40,7 @@ from mika_perception.sample_frames import face_frame, three_face_frame  # noqa: 
 from mika_perception.tracking import FaceTracker  # noqa: E402
 
 GOAL_P95_MS = 10.0
+NODE_DEFAULTS = node_defaults()
 FPS = 30.0
 
 
@@ -75,11 +77,21 @@ def scenarios() -> List[Scenario]:
         data = cv2.imencode('.jpg', frame, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
         return lambda: compressed_to_bgr('jpeg', data)
 
+    def close(dx, dy):  # a person leaning towards the robot
+        return face_frame(640, 480, face_side=470, x=85 + dx // 2, y=5)
+
+    def empty(dx, dy):  # nobody there: the tiled search runs on every frame
+        return np.roll(face_frame(640, 480, face_side=300, x=170, y=90)[:, :160], dx,
+                       axis=1).repeat(4, axis=1)
+
     vga_frames, hd_frames = _drifting(vga), _drifting(hd)
     return [
         Scenario('640x480 rgb8, 1 face', 1, [as_rgb8(f) for f in vga_frames]),
         Scenario('1280x720 rgb8, 3 faces', 3, [as_rgb8(f) for f in hd_frames]),
         Scenario('640x480 jpeg, 1 face', 1, [as_jpeg(f) for f in vga_frames]),
+        Scenario('640x480 rgb8, 1 face filling the height', 1,
+                 [as_rgb8(f) for f in _drifting(close)]),
+        Scenario('640x480 rgb8, no face', 0, [as_rgb8(f) for f in _drifting(empty)]),
     ]
 
 
@@ -115,14 +127,14 @@ def _pct(values, q) -> float:
     return float(np.percentile(values, q))
 
 
-def benchmark(model_paths: List[str], detector_kind: str, runtime: str, flip_tta: bool,
-              frames: int, warmup: int, memory_frames: int) -> str:
+def benchmark(model_paths: List[str], detector_kind: str, search_tiles: int, runtime: str,
+              flip_tta: bool, frames: int, warmup: int, memory_frames: int) -> str:
     from mika_perception.face_model import FaceEmotionClassifier  # imports TensorFlow
 
     cv2.setNumThreads(1)
     classifier = FaceEmotionClassifier(model_paths, flip_tta=flip_tta, runtime=runtime,
                                        num_threads=1)
-    detector, note = create_detector(detector_kind, num_threads=1)
+    detector, note = create_detector(detector_kind, num_threads=1, search_tiles=search_tiles)
     lines = []
     rows = []
     vga_pipeline = None
@@ -158,7 +170,8 @@ def benchmark(model_paths: List[str], detector_kind: str, runtime: str, flip_tta
         '',
         f'- model: {classifier.model_id} ({", ".join(model_paths)}), runtime '
         f'{"/".join(classifier.runtimes)}, flip TTA {"on" if flip_tta else "off"}',
-        f'- detector: {detector.name}' + (f' ({note})' if note else ''),
+        f'- detector: {detector.name}, search tiles {search_tiles}'
+        + (f' ({note})' if note else ''),
         f'- {frames} frames per scenario after {warmup} warm-up frames; frames of a real face '
         '(scikit-image astronaut, public domain) drifting over 60 frames, stamped at 30 fps',
         '',
@@ -199,8 +212,9 @@ def main(argv=None) -> int:
     parser.add_argument('--model', action='append', dest='models',
                         help='model file (repeat for an ensemble); default: the installed '
                              f'{FACE_MODEL_FILE}')
-    parser.add_argument('--detector', default='auto',
-                        choices=('auto', 'blazeface_short', 'blazeface_full', 'haar'))
+    parser.add_argument('--detector', default=NODE_DEFAULTS['detector'], choices=DETECTORS)
+    parser.add_argument('--search-tiles', type=int,
+                        default=NODE_DEFAULTS['detector_search_tiles'])
     parser.add_argument('--runtime', default='auto', choices=('auto', 'tflite', 'keras'))
     parser.add_argument('--flip-tta', action='store_true')
     parser.add_argument('--frames', type=int, default=300)
@@ -211,8 +225,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     models = args.models or [resolve_model_path(FACE_MODEL_FILE)]
     try:
-        table = benchmark(models, args.detector, args.runtime, args.flip_tta, args.frames,
-                          args.warmup, args.memory_frames)
+        table = benchmark(models, args.detector, args.search_tiles, args.runtime, args.flip_tta,
+                          args.frames, args.warmup, args.memory_frames)
     except (OSError, RuntimeError, ValueError) as error:
         print(f'face_benchmark: {error}', file=sys.stderr)
         return 1

@@ -12,7 +12,7 @@ import os
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -262,6 +262,8 @@ class FaceEmotionClassifier:
         total /= len(self._members) * (2 if self.flip_tta else 1)
         return total.astype(np.float32)
 
-    def classify_faces(self, image: np.ndarray, boxes: Sequence) -> np.ndarray:
-        """Every face box (x, y, w, h) of one BGR/grey frame, in one batch."""
-        return self.classify_batch(preprocess_faces(image, boxes, self.spec))
+    def classify_faces(self, image: np.ndarray, boxes: Sequence,
+                       rolls_deg: Optional[Sequence[Optional[float]]] = None) -> np.ndarray:
+        """Every face box (x, y, w, h) of one BGR/grey frame, in one batch; ``rolls_deg``:
+        each face's eye-line angle where the detector gives one (see ``face_crop``)."""
+        return self.classify_batch(preprocess_faces(image, boxes, self.spec, rolls_deg))

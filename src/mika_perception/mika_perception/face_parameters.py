@@ -22,7 +22,7 @@ from mika_perception.tracking import FaceTracker, TrackerConfig
 INPUT_TYPES = ('image', 'compressed')
 #: Parameters that shape the pipeline: a change rebuilds detector, tracker or smoothing.
 PIPELINE_PARAMETERS = (
-    'detector', 'detector_min_score', 'min_face_px', 'haar_scale_factor',
+    'detector', 'detector_min_score', 'detector_search_tiles', 'min_face_px', 'haar_scale_factor',
     'haar_min_neighbors', 'haar_max_width', 'tracker_iou_threshold', 'tracker_centre_gate',
     'tracker_confirm_hits', 'tracker_max_misses', 'box_smoothing_min_cutoff_hz',
     'box_smoothing_beta', 'probability_time_constant_s')
@@ -55,12 +55,17 @@ PARAMETERS = [
               'augmentation; about twice the classification time).'),
     ParamSpec('threads', 1, 'CPU threads for OpenCV, the detector and the classifier.',
               min_value=1, max_value=16, read_only=True),
-    ParamSpec('detector', 'auto', 'Face detector: blazeface_full (faces up to ~5 m), '
-              'blazeface_short (faces within ~2 m, fastest), haar (OpenCV, slow, no download) '
-              'or auto (blazeface_full where its model was fetched at setup, else haar).',
-              choices=DETECTORS),
+    ParamSpec('detector', 'auto', 'Face detector: blazeface (both ranges: faces from ~5 m '
+              'to filling the frame), blazeface_full (faces up to ~5 m, misses most close '
+              'ones), blazeface_short (faces within ~2 m, fastest), haar (OpenCV, slow, no '
+              'download) or auto (blazeface where its models were fetched at setup, else '
+              'haar).', choices=DETECTORS),
     ParamSpec('detector_min_score', 0.5, 'BlazeFace: least detection score kept.',
               min_value=0.05, max_value=0.99),
+    ParamSpec('detector_search_tiles', 2, 'blazeface: where neither range finds a face, '
+              'look again with the short-range model on N x N overlapping tiles (finds '
+              'faces of about 60-150 px in a 640x480 frame; costs about N*N ms on such '
+              'frames). 0 or 1: no such search.', min_value=0, max_value=4),
     ParamSpec('min_face_px', 40, 'Faces smaller than this (pixels, shorter side) are ignored: '
               'too few pixels to read an expression.', min_value=8, max_value=2000),
     ParamSpec('haar_scale_factor', 1.1, 'Haar: scale step between detection sizes.',
@@ -115,15 +120,27 @@ def load_face_classifier(values: Mapping[str, Any],
                                  num_threads=values['threads'])
 
 
+def node_defaults() -> dict:
+    """Every face node parameter at its default."""
+    return {spec.name: spec.default for spec in PARAMETERS}
+
+
+def create_face_detector(values: Mapping[str, Any]):
+    """(detector, note) of the node's detector parameters in ``values``; see
+    :func:`mika_perception.detection.create_detector`."""
+    return create_detector(
+        values['detector'], min_score=values['detector_min_score'],
+        min_face_px=values['min_face_px'], haar_scale_factor=values['haar_scale_factor'],
+        haar_min_neighbors=values['haar_min_neighbors'],
+        haar_max_width=values['haar_max_width'], num_threads=values['threads'],
+        search_tiles=values['detector_search_tiles'])
+
+
 def assemble_face_pipeline(values: Mapping[str, Any], classifier
                            ) -> Tuple[FacePipeline, List[str]]:
     """Detector, tracker and smoothing of ``values`` around ``classifier``; the notes say
     what was used in place of what was asked (e.g. Haar where BlazeFace was not fetched)."""
-    detector, note = create_detector(
-        values['detector'], min_score=values['detector_min_score'],
-        min_face_px=values['min_face_px'], haar_scale_factor=values['haar_scale_factor'],
-        haar_min_neighbors=values['haar_min_neighbors'],
-        haar_max_width=values['haar_max_width'], num_threads=values['threads'])
+    detector, note = create_face_detector(values)
     tracker = FaceTracker(TrackerConfig(
         iou_threshold=values['tracker_iou_threshold'],
         centre_gate=values['tracker_centre_gate'],

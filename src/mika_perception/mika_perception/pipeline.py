@@ -31,12 +31,15 @@ class FaceDetector(Protocol):
 class FaceClassifier(Protocol):
     model_id: str
 
-    def classify_faces(self, image: np.ndarray, boxes: Sequence[Box]) -> np.ndarray: ...
+    def classify_faces(self, image: np.ndarray, boxes: Sequence[Box],
+                       rolls_deg: Optional[Sequence[Optional[float]]] = None
+                       ) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
 class FaceResult:
-    """One tracked face: smoothed box in pixels, canonical-order probabilities."""
+    """One tracked face: smoothed box in pixels, canonical-order probabilities, and the
+    eye-line angle its crop was turned by (see ``Detection.roll_deg``)."""
 
     track_id: int
     box: Box
@@ -45,6 +48,7 @@ class FaceResult:
     probabilities: np.ndarray
     label: str
     confidence: float
+    roll_deg: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -93,14 +97,16 @@ class FacePipeline:
         timings['tracking'] = time.perf_counter() - start
 
         start = time.perf_counter()
-        probabilities = (self.classifier.classify_faces(image, [box for _, box in visible])
+        probabilities = (self.classifier.classify_faces(
+            image, [box for _, box in visible], [track.roll_deg for track, _ in visible])
                          if visible else np.zeros((0, len(EMOTION_LABELS)), np.float32))
         faces = []
         for (track, box), raw in zip(visible, probabilities):
             smoothed = self._smooth(track.track_id, raw, time_s)
             best = int(np.argmax(smoothed))
             faces.append(FaceResult(track.track_id, box, track.score, track.detected,
-                                    smoothed, EMOTION_LABELS[best], float(smoothed[best])))
+                                    smoothed, EMOTION_LABELS[best], float(smoothed[best]),
+                                    track.roll_deg))
         live = {track.track_id for track in tracks}
         self._smoothed = {k: v for k, v in self._smoothed.items() if k in live}
         timings['classification'] = time.perf_counter() - start

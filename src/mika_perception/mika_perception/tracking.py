@@ -54,7 +54,8 @@ class TrackedFace:
     """A confirmed track in this frame.
 
     ``box`` is smoothed; ``detected`` is False while the track coasts through a missed
-    detection (``misses`` frames so far), with the last box.
+    detection (``misses`` frames so far), with the last box. ``roll_deg`` is the last
+    detection's eye-line angle (see :class:`Detection`), None where the detector has none.
     """
 
     track_id: int
@@ -63,6 +64,7 @@ class TrackedFace:
     detected: bool
     misses: int
     age: int
+    roll_deg: Optional[float] = None
 
 
 class OneEuroFilter:
@@ -107,6 +109,7 @@ class _Track:
         self.track_id = 0  # given when confirmed, so reported ids count 1, 2, 3 ...
         self.raw_box = detection.box
         self.score = detection.score
+        self.roll_deg = detection.roll_deg
         self.hits = 1
         self.misses = 0
         self.age = 1
@@ -118,6 +121,7 @@ class _Track:
     def hit(self, detection: Detection, time_s: float, config: TrackerConfig) -> None:
         self.raw_box = detection.box
         self.score = detection.score
+        self.roll_deg = detection.roll_deg
         self.hits += 1
         self.misses = 0
         self.age += 1
@@ -162,7 +166,7 @@ class FaceTracker:
                 track.track_id = self._next_id
                 self._next_id += 1
         return [TrackedFace(t.track_id, tuple(float(v) for v in t.box), float(t.score),
-                            t.misses == 0, t.misses, t.age)
+                            t.misses == 0, t.misses, t.age, t.roll_deg)
                 for t in self._tracks.values() if t.confirmed]
 
     def _associate(self, tracks: List[_Track], detections: Sequence[Detection]):

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from mika_perception.preprocessing import (
-    PREPROCESS_VERSION, PreprocessSpec, crop_with_margin, preprocess_face, preprocess_faces,
-    to_grey)
+    PREPROCESS_VERSION, PreprocessSpec, crop_with_margin, face_crop, preprocess_face,
+    preprocess_faces, to_grey)
+from mika_perception.sample_frames import face_box_in_frame, face_frame
 
 DATA = Path(os.environ.get('MIKA_DATA', Path(__file__).resolve().parents[3].parent
                            / 'shared' / 'data'))
@@ -102,3 +103,55 @@ def test_spec_round_trips_and_rejects_bad_values():
             PreprocessSpec(**bad)
     with pytest.raises(ValueError):
         PreprocessSpec.from_dict({**spec.to_dict(), 'gamma': 1.0})
+
+
+def test_a_version_1_spec_reads_as_the_same_framing_without_eye_alignment():
+    old = {'size': 48, 'margin': 0.1, 'equalisation': 'hist', 'scaling': 'symmetric',
+           'clahe_clip_limit': 2.0, 'clahe_tile': 4, 'version': 'mika-face-preprocess/1'}
+    spec = PreprocessSpec.from_dict(old)
+    assert spec == PreprocessSpec() and not spec.align_eyes
+    assert spec.version == PREPROCESS_VERSION
+
+
+ALIGNED = PreprocessSpec(align_eyes=True)
+
+
+def test_aligned_crop_of_an_upright_face_matches_the_plain_crop():
+    frame = face_frame(640, 480, face_side=300, x=170, y=90)
+    box = tuple(int(v) for v in face_box_in_frame(300, 170, 90))
+    plain = face_crop(frame, box, PreprocessSpec()).astype(float)
+    aligned = face_crop(frame, box, ALIGNED, roll_deg=0.0).astype(float)
+    assert np.mean(np.abs(plain - aligned)) < 3.0  # resampling differs, not the framing
+
+
+def test_aligned_crop_undoes_the_roll_of_a_turned_face():
+    frame = face_frame(640, 480, face_side=300, x=170, y=90)
+    box = face_box_in_frame(300, 170, 90)
+    centre = (box[0] + box[2] / 2, box[1] + box[3] / 2)
+    upright = face_crop(frame, box, ALIGNED, roll_deg=0.0).astype(float)
+    turned = cv2.warpAffine(frame, cv2.getRotationMatrix2D(centre, 15, 1.0), (640, 480),
+                            borderMode=cv2.BORDER_REPLICATE)
+    # the detector reports a face turned 15 degrees counter-clockwise as a roll of -15
+    undone = face_crop(turned, box, ALIGNED, roll_deg=-15.0).astype(float)
+    left_turned = face_crop(turned, box, ALIGNED, roll_deg=0.0).astype(float)
+    assert np.mean(np.abs(undone - upright)) < 4.0
+    assert np.mean(np.abs(left_turned - upright)) > 2 * np.mean(np.abs(undone - upright))
+
+
+def test_aligned_crop_past_the_frame_edge_keeps_the_face_shape():
+    frame = face_frame(640, 480, face_side=470, x=85, y=5)
+    box = face_box_in_frame(470, 85, 5)  # the 10% margin reaches past top and bottom
+    aligned = face_crop(frame, box, ALIGNED, roll_deg=0.0)
+    assert aligned.shape == (48, 48)
+    inside = face_crop(np.pad(frame, ((60, 60), (0, 0), (0, 0)), mode='edge'),
+                       (box[0], box[1] + 60, box[2], box[3]), PreprocessSpec())
+    # same as cutting it from a frame extended by its own edge rows, not a stretched crop
+    assert np.mean(np.abs(aligned.astype(float) - inside.astype(float))) < 3.0
+    with pytest.raises(ValueError):
+        face_crop(frame, (700, 10, 40, 40), ALIGNED, roll_deg=0.0)
+
+
+def test_roll_angles_must_match_the_boxes():
+    frame = face_frame()
+    with pytest.raises(ValueError, match='roll'):
+        preprocess_faces(frame, [(10, 10, 50, 50)], ALIGNED, rolls_deg=[0.0, 1.0])

@@ -7,8 +7,12 @@ import numpy as np
 import pytest
 
 from mika_common.emotions import EMOTION_LABELS
+from mika_perception.face_parameters import create_face_detector, node_defaults
+from mika_perception.preprocessing import PreprocessSpec
+from mika_perception.training.pipeline_accuracy import detector_framed_crops
 from mika_perception.training.train_face import (
-    augment, class_weights, classification_metrics, load_fer2013, load_image_folders)
+    Split, augment, class_weights, classification_metrics, detector_framed_split, load_fer2013,
+    load_image_folders)
 
 DATA = Path(os.environ.get('MIKA_DATA', Path(__file__).resolve().parents[3].parent
                            / 'shared' / 'data'))
@@ -80,3 +84,25 @@ def test_image_folders(fer, tmp_path):
     assert [EMOTION_LABELS[i] for i in split.labels] == ['happy', 'sad']
     with pytest.raises(ValueError):
         load_image_folders(str(tmp_path / 'contempt'), 48)
+
+
+def test_detector_framed_copies_are_the_node_crops_of_the_same_faces(fer):
+    faces = fer['train']
+    chosen = np.random.default_rng(0).permutation(len(faces))[:12]
+    images = faces.images[chosen]
+    detector, _ = create_face_detector(node_defaults())
+    crops, found = detector_framed_crops(images, detector, PreprocessSpec(align_eyes=True), 0)
+    assert 9 <= len(found) <= 12 and crops.shape == (len(found), 48, 48)
+    # each crop is its face reframed and relit: it resembles its source more than the others
+    sources = images.reshape(len(images), -1).astype(float)
+    own, others = [], []
+    for crop, index in zip(crops, found):
+        correlations = np.array([np.corrcoef(crop.ravel().astype(float), source)[0, 1]
+                                 for source in sources])
+        own.append(correlations[index])
+        others.append(np.median(np.delete(correlations, index)))
+    assert np.mean(own) > np.mean(others) + 0.2
+    split = Split(images, faces.labels[chosen])
+    framed = detector_framed_split(split, PreprocessSpec(align_eyes=True), copies=1, seed=0)
+    np.testing.assert_array_equal(framed.images, crops)  # the node's default detector
+    np.testing.assert_array_equal(framed.labels, split.labels[found])

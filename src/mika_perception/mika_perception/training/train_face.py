@@ -90,6 +90,26 @@ def load_image_folders(root: str, size: int) -> Split:
     return Split(np.stack(images), np.array(labels))
 
 
+def detector_framed_split(split: Split, spec: PreprocessSpec, copies: int, seed: int) -> Split:
+    """``copies`` renderings of every face into camera frames, cut out again by the face
+    node's default detector and the spec's framing (see
+    :func:`mika_perception.training.pipeline_accuracy.detector_framed_crops`); faces the
+    detector misses in a rendering are left out of it."""
+    from mika_perception.face_parameters import create_face_detector, node_defaults
+    from mika_perception.training.pipeline_accuracy import detector_framed_crops
+
+    detector, _ = create_face_detector(node_defaults())
+    images, labels = [], []
+    for copy in range(copies):
+        started = time.time()
+        crops, found = detector_framed_crops(split.images, detector, spec, seed * 1000 + copy)
+        print(f'detector-framed copy {copy + 1}/{copies}: {len(found)} of {len(split)} '
+              f'faces found in {time.time() - started:.0f} s', flush=True)
+        images.append(crops)
+        labels.append(split.labels[found])
+    return Split(np.concatenate(images), np.concatenate(labels))
+
+
 def prepare(images: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """The shared preprocessing over a batch of ready crops."""
     out = np.empty((len(images),) + spec.input_shape, np.float32)
@@ -263,8 +283,8 @@ def train(args) -> dict:
     from mika_perception.face_model import ModelMetadata, save_model
 
     keras.utils.set_random_seed(args.seed)
-    spec = PreprocessSpec(size=args.size, margin=args.margin,
-                          equalisation=args.equalisation, scaling=args.scaling)
+    spec = PreprocessSpec(size=args.size, margin=args.margin, equalisation=args.equalisation,
+                          scaling=args.scaling, align_eyes=args.align_eyes)
     splits = load_fer2013(args.fer) if args.fer else {}
     train_split = splits.get('train')
     for folder in args.image_folders:
@@ -278,6 +298,9 @@ def train(args) -> dict:
     if args.limit:
         chosen = np.random.default_rng(args.seed).permutation(len(train_split))[:args.limit]
         train_split = Split(train_split.images[chosen], train_split.labels[chosen])
+    if args.detector_framed_copies:
+        train_split = train_split.concatenate(detector_framed_split(
+            train_split, spec, args.detector_framed_copies, args.seed))
 
     os.makedirs(args.work_dir, exist_ok=True)
     weights = class_weights(train_split.labels, args.class_weight_power)
@@ -287,7 +310,14 @@ def train(args) -> dict:
     x_val = prepare(splits['public_test'].images, spec)
     y_val = np.eye(len(EMOTION_LABELS), dtype=np.float32)[splits['public_test'].labels]
 
-    model = build_model(spec, args.width, args.dropout)
+    if args.init_model:
+        from mika_perception.face_model import load_model
+        model, initial = load_model(args.init_model)
+        if initial.preprocess.input_shape != spec.input_shape:
+            raise SystemExit(f'{args.init_model} takes {initial.preprocess.input_shape}, '
+                             f'the preprocessing asked for gives {spec.input_shape}')
+    else:
+        model = build_model(spec, args.width, args.dropout)
     steps = len(sequence) * args.epochs
     warmup = min(len(sequence), steps // 2)
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -327,7 +357,9 @@ def train(args) -> dict:
 
     training = {
         'command': ' '.join(['python -m mika_perception.training.train_face'] + sys.argv[1:]),
-        'data': 'FER-2013 train' + ''.join(f' + {f}' for f in args.image_folders),
+        'data': 'FER-2013 train' + ''.join(f' + {f}' for f in args.image_folders)
+                + (f' + {args.detector_framed_copies} detector-framed copies'
+                   if args.detector_framed_copies else ''),
         'epochs_run': len(history.history['loss']),
         'training_seconds': round(training_seconds, 1),
         'public_test_accuracy': public_accuracy,
@@ -378,6 +410,14 @@ def parse_args(argv=None):
     parser.add_argument('--margin', type=float, default=0.1)
     parser.add_argument('--equalisation', default='hist', choices=('none', 'hist', 'clahe'))
     parser.add_argument('--scaling', default='symmetric', choices=('unit', 'symmetric'))
+    parser.add_argument('--align-eyes', action='store_true',
+                        help="turn node crops so the detector's eyes lie level (stored in "
+                             'the model file; see PreprocessSpec.align_eyes)')
+    parser.add_argument('--detector-framed-copies', type=int, default=0,
+                        help='add N copies of every training face rendered into a camera '
+                             "frame and cut out again by the node's detector and framing")
+    parser.add_argument('--init-model', default='',
+                        help='start from this model file (fine-tuning) instead of new weights')
     parser.add_argument('--limit', type=int, default=0, help='first N train images (smoke)')
     parser.add_argument('--skip-private-test', action='store_true',
                         help='for hyper-parameter searches: never look at private_test')
