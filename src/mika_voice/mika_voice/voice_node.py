@@ -98,6 +98,7 @@ class VoiceNode(Node):
         self._realtime = RealTimeMonitor()
         self._last_forced_cuts = 0
         self._last_too_short = 0
+        self._last_not_speech = 0
         self._apply_parameter_format()
 
         self._publisher = self.create_publisher(EmotionResult, 'emotion/voice', results_qos())
@@ -405,7 +406,8 @@ class VoiceNode(Node):
                 return
             segmenter = self.pipeline.segmenter
             forced, short = segmenter.forced_cuts, segmenter.too_short
-        self._count_chunk(outcome, jumps, forced, short)
+            not_speech = segmenter.not_speech
+        self._count_chunk(outcome, jumps, forced, short, not_speech)
         for utterance in outcome.utterances:
             self.diagnostics.count('running_windows' if utterance.running else 'utterances')
             dropped = self._worker.submit((utterance, time.perf_counter()))
@@ -418,7 +420,7 @@ class VoiceNode(Node):
                     throttle_duration_sec=5.0)
 
     def _count_chunk(self, outcome: ChunkOutcome, jumps: int, forced: int,
-                     short: int) -> None:
+                     short: int, not_speech: int) -> None:
         chunk = outcome.chunk
         self.diagnostics.count('chunks')
         if chunk.clipped:
@@ -441,6 +443,9 @@ class VoiceNode(Node):
         if short != self._last_too_short:
             self._last_too_short = short
             self.diagnostics.count('too_short')
+        if not_speech != self._last_not_speech:  # stationary noise (a fan, hum) dropped
+            self._last_not_speech = not_speech
+            self.diagnostics.count('not_speech')
         now = time.monotonic()
         self._realtime.add(now, chunk.duration_s)
         factor = self._realtime.factor(now)

@@ -23,7 +23,8 @@ INPUT_CHOICES = ('auto', 'stamped', 'plain')
 RELIABILITY_CHOICES = ('auto', 'reliable', 'best_effort')
 #: Parameters that shape segmentation: a change rebuilds the segmenter.
 SEGMENTER_PARAMETERS = ('vad', 'vad_aggressiveness', 'min_utterance_s', 'max_utterance_s',
-                        'hangover_s', 'padding_s', 'running_window_s', 'running_hop_s')
+                        'hangover_s', 'padding_s', 'running_window_s', 'running_hop_s',
+                        'noise_floor_margin_db', 'min_speech_modulation_db')
 
 
 def default_model_path() -> str:
@@ -77,6 +78,12 @@ PARAMETERS = [
               min_value=1.0, max_value=30.0),
     ParamSpec('running_hop_s', 1.0, 'Long speech: a running estimate every this many '
               'seconds; 0 disables them.', min_value=0.0, max_value=30.0),
+    ParamSpec('noise_floor_margin_db', 6.0, 'webrtcvad over a floor of -44 dBFS or louder (a '
+              'fan, hum): a frame is speech only this far above the lowest level of the last '
+              '2 s (dB); 0 disables.', min_value=0.0, max_value=30.0),
+    ParamSpec('min_speech_modulation_db', 0.5, 'Utterances whose level fluctuates less than '
+              'this at syllable rate (dB RMS, 1-10 Hz) are stationary noise and dropped; '
+              '0 disables.', min_value=0.0, max_value=10.0),
     ParamSpec('max_clipped_fraction', 0.01, 'Utterances with more samples at digital full '
               'scale than this fraction are not classified (gain too high).',
               min_value=0.0, max_value=1.0),
@@ -128,7 +135,9 @@ def make_segmenter(values: Mapping[str, Any], sample_rate: int
         sample_rate=sample_rate, vad=vad, aggressiveness=values['vad_aggressiveness'],
         min_utterance_s=values['min_utterance_s'], max_utterance_s=values['max_utterance_s'],
         hangover_ms=int(values['hangover_s'] * 1000), padding_ms=int(values['padding_s'] * 1000),
-        running_window_s=values['running_window_s'], running_hop_s=values['running_hop_s'])
+        running_window_s=values['running_window_s'], running_hop_s=values['running_hop_s'],
+        noise_floor_margin_db=values['noise_floor_margin_db'],
+        min_speech_modulation_db=values['min_speech_modulation_db'])
     return UtteranceSegmenter(config), note
 
 

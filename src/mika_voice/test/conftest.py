@@ -48,6 +48,17 @@ def quiet_sad_clip():
 
 
 @pytest.fixture(scope='session')
+def actor_clips():
+    """Twelve RAVDESS sentences, one from each of actors 01-12, of varied emotions."""
+    rows = ravdess_rows()
+    chosen = []
+    for actor in range(1, 13):
+        own = [r for r in rows if r['speaker_or_subject'] == f'ravdess_{actor:02d}']
+        chosen.append(own[actor * 7 % len(own)])
+    return [load_clip(row) for row in chosen]
+
+
+@pytest.fixture(scope='session')
 def voice_model_path(tmp_path_factory):
     """The shipped model if it exists, else a small real model trained here in seconds
     on real RAVDESS clips (features, per-speaker statistics and the .keras file exactly
