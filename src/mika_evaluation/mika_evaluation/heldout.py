@@ -12,6 +12,12 @@ about the fusion rests on more than one draw.
         --voice-corpus $MIKA_DATA/ravdess --speakers ravdess_17 ravdess_18 ravdess_19 ravdess_20 \\
         --voice-model /tmp/voice_ravdess01-14.keras --output bench/results/evaluation_heldout_bags
 
+``--save-replays DIR`` keeps each replay; ``--replays DIR/seed_12.pkl ...`` fuses kept
+replays again with another params file in seconds, without rebuilding or replaying. The
+voice breakdown says how much of voice's low score over time is the wait for a segment's
+first utterance and the validity window, and how much the model (each result against its
+segment's label).
+
 Accuracy here counts a moment without a state as wrong, so a modality cannot gain by
 staying silent; flips are counted inside constant-label stretches as in the report.
 """
@@ -31,8 +37,11 @@ SOURCES = ('face', 'voice', 'fused')
 
 
 def segment_rows(bag_name: str, log, timeline) -> List[Dict]:
-    """One row per labelled segment: ticks, correct ticks and flips of each output."""
+    """One row per labelled segment: ticks, correct ticks and flips of each output, and
+    the voice breakdown of :func:`voice_rows`."""
     rows = []
+    voice = sorted((r for r in log.results if r.modality == 'voice'), key=lambda r: r.arrival)
+    held = held_labels(voice, timeline.times)
     for interval in log.truth:
         inside = [i for i, t in enumerate(timeline.times) if interval.start <= t < interval.end]
         if not inside:
@@ -43,8 +52,53 @@ def segment_rows(bag_name: str, log, timeline) -> List[Dict]:
             predicted = [timeline.labels[source][i] for i in inside]
             row[f'{source}_correct'] = sum(p == interval.label for p in predicted)
             row[f'{source}_flips'] = flips_in_stretch(predicted, interval.label)
+        row.update(voice_rows(interval, voice, inside, timeline, held))
         rows.append(row)
     return rows
+
+
+def held_labels(voice: Sequence, times) -> List[Optional[str]]:
+    """At each tick, the label of the newest voice result by then, held until the next
+    (no validity window)."""
+    labels, index, current = [], 0, None
+    for tick in times:
+        while index < len(voice) and voice[index].arrival <= tick:
+            current, index = voice[index].label, index + 1
+        labels.append(current)
+    return labels
+
+
+def voice_rows(interval, voice: Sequence, inside: Sequence[int], timeline,
+               held: Sequence[Optional[str]]) -> Dict:
+    """Why voice scores lower over time than per utterance: the ticks before the first
+    result of an utterance begun in this segment (nothing of this segment heard yet), the
+    voice state's and the held result's correct ticks after it, and each utterance
+    (middle inside the segment) against the segment's label."""
+    first = next((r.arrival for r in voice if r.stamp >= interval.start
+                  and interval.start <= r.arrival < interval.end), interval.end)
+    after = [i for i in inside if timeline.times[i] >= first]
+    heard = [r for r in voice if interval.start <= (r.stamp + r.end_stamp) / 2 < interval.end]
+    return {'voice_wait_ticks': len(inside) - len(after), 'voice_after_ticks': len(after),
+            'voice_after_correct': sum(timeline.labels['voice'][i] == interval.label
+                                       for i in after),
+            'voice_held_after_correct': sum(held[i] == interval.label for i in after),
+            'utterances': len(heard),
+            'utterances_correct': sum(r.label == interval.label for r in heard)}
+
+
+def voice_breakdown(rows: Sequence[Dict]) -> Dict[str, float]:
+    """Pooled :func:`voice_rows`: how much of the gap between voice over time and per
+    utterance is the metric (waiting for the first utterance, the validity window) and
+    how much the model."""
+    ticks = sum(r['ticks'] for r in rows)
+    after = sum(r['voice_after_ticks'] for r in rows)
+    utterances = sum(r['utterances'] for r in rows)
+    return {'over_time': sum(r['voice_correct'] for r in rows) / ticks,
+            'waiting_share': 1.0 - after / ticks,
+            'after_first_result': sum(r['voice_after_correct'] for r in rows) / after,
+            'held_after_first_result': sum(r['voice_held_after_correct'] for r in rows) / after,
+            'utterances': utterances,
+            'per_utterance': sum(r['utterances_correct'] for r in rows) / utterances}
 
 
 def pooled(rows: Sequence[Dict]) -> Dict[str, Dict[str, float]]:
@@ -68,6 +122,7 @@ def compare(rows: Sequence[Dict], rounds: int = 2000) -> Dict:
         'segments': len(rows),
         'per_bag': {bag: pooled([r for r in rows if r['bag'] == bag]) for bag in bags},
         'pooled': pooled(rows),
+        'voice_breakdown': voice_breakdown(rows),
         'fused_lead': {
             other: {'pooled': accuracy_lead(rows, 'fused', other),
                     'interval_95': bootstrap_interval(
@@ -100,40 +155,66 @@ def markdown(result: Dict) -> str:
     for other, lead in comparison['fused_lead'].items():
         low, high = lead['interval_95']
         lines.append(f'| {other} | {lead["pooled"]:+.3f} | {low:+.3f} to {high:+.3f} |')
+    voice = comparison['voice_breakdown']
+    lines += ['', 'Voice over time against per utterance (pooled): the segment\'s first '
+              f'{voice["waiting_share"]:.0%} of labelled time passes before a result of an '
+              'utterance begun in it; after that the voice state is right '
+              f'{voice["after_first_result"]:.3f} of the time '
+              f'({voice["held_after_first_result"]:.3f} holding each result until the next, '
+              'with no validity window); each of the '
+              f'{voice["utterances"]} voice results (utterances and running windows) against '
+              'its segment\'s label: '
+              f'{voice["per_utterance"]:.3f}.']
     fusion = ', '.join(f'{k} {v}' for k, v in sorted(result['fusion'].items()))
     lines += ['', f'Fusion parameters: {fusion}.', '']
     return '\n'.join(lines)
 
 
+def media_of(manifest: Dict) -> str:
+    """What a built bag shows and plays, from its manifest ('' when it has none)."""
+    if not manifest:
+        return ''
+    return (f'{manifest.get("face_source", "?")}; voices of {manifest.get("voice_source", "?")}'
+            f', {manifest.get("fps", "?")} FPS')
+
+
 def run(args) -> Dict:
     from mika_evaluation.node_config import NodeParameters
-    from mika_evaluation.offline import fuse, replay
+    from mika_evaluation.offline import fuse, load_replay, replay, save_replay
     params = NodeParameters.load(args.params)
     rows: List[Dict] = []
     models: Dict[str, str] = {}
     descriptions = []
-    sources = [('bag', Path(bag)) for bag in args.bags] + [('seed', s) for s in args.seeds]
+    media = set()
+    sources = ([('bag', Path(bag)) for bag in args.bags] + [('seed', s) for s in args.seeds]
+               + [('replay', Path(r)) for r in args.replays])
     for kind, source in sources:
         work_dir = Path(tempfile.mkdtemp(prefix='mika_heldout_', dir=args.work_dir)) \
             if kind == 'seed' else None
         try:
-            if kind == 'seed':
-                bag = build_bag(argparse.Namespace(**{**vars(args), 'seed': source}), work_dir)
-                name = f'seed {source}'
+            if kind == 'replay':
+                log, name = load_replay(source), source.stem.replace('_', ' ')
             else:
-                bag, name = source, source.name
-            print(f'[heldout] replaying {name}', flush=True)
-            log = replay(bag, params, face_models=args.face_model,
-                         voice_model=args.voice_model)
+                if kind == 'seed':
+                    bag = build_bag(argparse.Namespace(**{**vars(args), 'seed': source}),
+                                    work_dir)
+                    name = f'seed {source}'
+                else:
+                    bag, name = source, source.name
+                print(f'[heldout] replaying {name}', flush=True)
+                log = replay(bag, params, face_models=args.face_model,
+                             voice_model=args.voice_model)
+                if args.save_replays is not None:
+                    args.save_replays.mkdir(parents=True, exist_ok=True)
+                    save_replay(log, args.save_replays / (name.replace(' ', '_') + '.pkl'))
         finally:
             if work_dir is not None:
                 shutil.rmtree(work_dir, ignore_errors=True)
         models = log.model_ids
         descriptions.append(f'{name}: {log.duration:.1f} s, {len(log.truth)} segments')
+        media.add(media_of(log.manifest))
         rows += segment_rows(name, log, fuse(log, params.fusion))
-    manifest_note = (f'FER-2013 {args.fer_split} faces, voices of {args.voice_corpus or "emodb"}'
-                     + (f' speakers {", ".join(args.speakers)}' if args.speakers else '')
-                     + f', {args.segments} segments at {args.fps:g} FPS per built bag')
+    manifest_note = '; '.join(sorted(m for m in media if m)) or 'bags without a manifest'
     return {
         'command': 'python -m mika_evaluation.heldout ' + ' '.join(sys.argv[1:]),
         'bag_description': '; '.join(descriptions) + f' ({manifest_note})',
@@ -151,11 +232,17 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     parser.add_argument('--seeds', type=int, nargs='*', default=[],
                         help='build one bag per seed (removed after its replay)')
     parser.add_argument('--bags', nargs='*', default=[], help='existing bags to replay')
+    parser.add_argument('--save-replays', type=Path, default=None,
+                        help='folder to keep each replay in (<name>.pkl), for --replays')
+    parser.add_argument('--replays', nargs='*', default=[],
+                        help='replays kept by --save-replays: fuse again with --params '
+                             'without replaying (their models are those of the replay)')
     parser.add_argument('--rounds', type=int, default=2000, help='bootstrap resamples')
     add_bag_options(parser)
     args = parser.parse_args(argv)
-    if not args.seeds and not args.bags:
-        parser.error('give --seeds to build bags, --bags to replay existing ones, or both')
+    if not args.seeds and not args.bags and not args.replays:
+        parser.error('give --seeds to build bags, --bags to replay existing ones or '
+                     '--replays to fuse kept replays again')
     return args
 
 

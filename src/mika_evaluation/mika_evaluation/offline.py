@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
 import time
 from collections import defaultdict
@@ -265,6 +266,20 @@ def replay(bag: Path, params: NodeParameters, labels_csv: Optional[Path] = None,
         model_ids={'face': face_classifier.model_id,
                    'voice': voice_classifier.metadata.model_id or str(voice_classifier.path)},
         notes=face_notes + voice_notes, manifest=_manifest(bag))
+
+
+def save_replay(log: ReplayLog, path: Path) -> None:
+    """Keep ``log`` (results and truth) so that fusion can be re-run, tuned and compared
+    on it without replaying the bag: the replay is the expensive part."""
+    Path(path).write_bytes(pickle.dumps(log, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def load_replay(path: Path) -> ReplayLog:
+    """A log written by :func:`save_replay` (pickle: only load files you wrote)."""
+    log = pickle.loads(Path(path).read_bytes())
+    if not isinstance(log, ReplayLog):
+        raise BagError(f'{path} holds no saved replay')
+    return log
 
 
 def _messages(reader, bag: Path, wanted):

@@ -30,7 +30,7 @@ from mika_evaluation import metrics
 from mika_evaluation.bag_format import BagError, label_at
 from mika_evaluation.node_config import (
     ConfigError, NodeParameters, fusion_config, resolve, section_keys)
-from mika_evaluation.offline import fuse, replay
+from mika_evaluation.offline import fuse, load_replay, replay, save_replay
 
 DEFAULT_GRID = {
     'voice_weight': [0.2, 0.35, 0.7, 1.0],
@@ -136,7 +136,12 @@ def parse_grid(items: Sequence[str]) -> Dict[str, List]:
 
 def parse_args(argv: Optional[Sequence[str]] = None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('bags', nargs='+', type=Path)
+    parser.add_argument('bags', nargs='*', type=Path)
+    parser.add_argument('--replays', nargs='*', type=Path, default=[],
+                        help='replays kept by --save-replays (or heldout): tuned on without '
+                             'replaying')
+    parser.add_argument('--save-replays', type=Path, default=None,
+                        help='folder to keep each bag\'s replay in (<bag name>.pkl)')
     parser.add_argument('--params', type=Path, default=None, help='base params YAML')
     parser.add_argument('--output', type=Path, required=True,
                         help='params YAML to write (the base with fusion_node tuned)')
@@ -152,7 +157,10 @@ def parse_args(argv: Optional[Sequence[str]] = None):
                         help='accuracy given up per second of median reaction (default 0.02)')
     parser.add_argument('--face-model', action='append', default=None)
     parser.add_argument('--voice-model', default=None)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.bags and not args.replays:
+        parser.error('give bags to replay, --replays, or both')
+    return args
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -164,6 +172,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         started = time.perf_counter()
         logs = [replay(bag, params, None, args.face_model, args.voice_model)
                 for bag in args.bags]
+        if args.save_replays is not None:
+            args.save_replays.mkdir(parents=True, exist_ok=True)
+            for bag, log in zip(args.bags, logs):
+                save_replay(log, args.save_replays / f'{bag.name}.pkl')
+        logs += [load_replay(path) for path in args.replays]
         replayed = time.perf_counter() - started
         rows = sweep(logs, params.fusion, grid, args.flip_cost, args.reaction_cost)
     except (BagError, ConfigError, ValueError, RuntimeError) as error:
@@ -181,7 +194,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     chosen = {**params.fusion, **best['parameters']}
     write_params(args.params, chosen, args.output,
-                 f'tune_fusion on {", ".join(str(b) for b in args.bags)}: fused accuracy '
+                 f'tune_fusion on {", ".join(str(b) for b in args.bags + args.replays)}: '
+                 f'fused accuracy '
                  f'{best["accuracy"]:.3f}, {best["flips_per_minute"]:.2f} flips/min, reaction '
                  f'{best["reaction_median_s"]:.2f} s (base parameters: {baseline["accuracy"]:.3f}, '
                  f'{baseline["flips_per_minute"]:.2f} flips/min, '
