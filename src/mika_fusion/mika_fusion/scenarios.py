@@ -39,13 +39,16 @@ def simulate(config: FusionConfig, mix_at: Callable[[float], Dict[str, float]],
              seconds: float, rate_hz: float = 10.0, seed: int = 0, modality: str = FACE,
              concentration: float = 20.0) -> List[FusedState]:
     """Feed one modality at ``rate_hz`` with noisy results of ``mix_at(t)`` (t from 0);
-    the fused state after each result."""
+    the fused state after each result. The simulated classifier has the bias the config's
+    class prior of that modality says the real one has (the fusion divides it out)."""
     rng = np.random.default_rng(seed)
     fuser = EmotionFuser(config)
+    bias = config.prior_of(modality) / np.mean(config.prior_of(modality))
     states = []
     for step in range(int(round(seconds * rate_hz))):
         t = step / rate_hz
-        probabilities = noisy_distribution(rng, mix_at(t), concentration)
+        probabilities = noisy_distribution(rng, mix_at(t), concentration) * bias
+        probabilities /= probabilities.sum()
         fuser.add(make_observation(modality, START_S + t, EMOTION_LABELS, probabilities,
                                    float(probabilities.max()), START_S + t, config,
                                    track_id=1, area=100.0))

@@ -351,3 +351,31 @@ def test_probabilities_in_another_label_order_are_reordered():
 def test_inconsistent_configurations_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         FusionConfig(**kwargs)
+
+
+def test_a_class_the_model_over_calls_does_not_win_a_tie():
+    face = np.array([0.30, 0.05, 0.10, 0.28, 0.09, 0.09, 0.09])  # angry just ahead of happy
+    flat = FusionConfig(smoothing_time_constant_s=0.0, face_class_prior=(1.0,) * 7)
+    biased = FusionConfig(smoothing_time_constant_s=0.0)  # the face model over-calls angry
+    states = []
+    for config in (flat, biased):
+        fuser = EmotionFuser(config)
+        feed(fuser, config, FACE, 100.0, face)
+        states.append(fuser.update(100.0).emotion)
+    assert states == ['angry', 'happy']
+    with pytest.raises(ValueError, match='face_class_prior'):
+        FusionConfig(face_class_prior=(1.0,) * 6)
+
+
+def test_log_pooling_lets_one_modality_rule_a_class_out():
+    face = np.array([0.012, 0.012, 0.012, 0.30, 0.012, 0.012, 0.64])  # neutral, or happy
+    voice = np.array([0.004, 0.004, 0.004, 0.50, 0.004, 0.48, 0.004])  # surely not neutral
+    emotions = {}
+    for pooling in ('linear', 'log'):
+        config = FusionConfig(smoothing_time_constant_s=0.0, pooling=pooling, voice_weight=0.3,
+                              face_class_prior=(1.0,) * 7, voice_class_prior=(1.0,) * 7)
+        fuser = EmotionFuser(config)
+        feed(fuser, config, FACE, 100.0, face)
+        feed(fuser, config, VOICE, 100.0, voice)
+        emotions[pooling] = fuser.update(100.0).emotion
+    assert emotions == {'linear': 'neutral', 'log': 'happy'}
