@@ -31,6 +31,8 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from mika_common.process_signals import stop_process_group
+
 #: launch/perception.launch.py's respawn_delay.
 RESPAWN_DELAY_S = 2.0
 #: What a node logs once it listens (face) or has warmed up (voice).
@@ -88,13 +90,8 @@ class NodeUnderTest:
         return killed
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGINT)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        if self.process is not None:
+            stop_process_group(self.process)
         self.process = None
 
     def output(self) -> str:

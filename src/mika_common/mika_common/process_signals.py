@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import subprocess
 import sys
 
 _PR_SET_PDEATHSIG = 1  # prctl(2)
@@ -59,3 +60,16 @@ def die_with_parent() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # not inherited as ignored
     if sys.platform.startswith('linux'):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGINT, 0, 0, 0)
+
+
+def stop_process_group(process: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """Ctrl-C to the group ``process`` leads (as a terminal sends it), SIGKILL after
+    ``timeout_s`` if it is still there; returns once it has exited."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

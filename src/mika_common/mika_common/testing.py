@@ -5,11 +5,10 @@ Used by the in-process and process-level tests of every package (not by the node
 import contextlib
 import os
 import pathlib
-import signal
 import subprocess
 import time
 
-from mika_common.process_signals import die_with_parent
+from mika_common.process_signals import die_with_parent, stop_process_group
 
 
 def spin_until(executor, predicate, timeout_s):
@@ -66,13 +65,7 @@ class NodeProcess:
         return text in self.output()
 
     def stop(self):
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGINT)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_process_group(self.process)
         self._log.close()
         return self.process.returncode
 
