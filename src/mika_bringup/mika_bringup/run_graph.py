@@ -53,15 +53,21 @@ def node_command(spec: NodeSpec, arguments: Dict[str, str]) -> List[str]:
 
 
 class GraphProcesses:
-    """The enabled nodes as child processes, respawned when they exit (if asked)."""
+    """The enabled nodes as child processes, respawned when they exit (if asked).
 
-    def __init__(self, arguments: Dict[str, str]):
+    ``log_directory``: each node's output is appended to ``<name>.log`` there instead of
+    going to this process's terminal (the soak benchmark reads it).
+    """
+
+    def __init__(self, arguments: Dict[str, str], log_directory: Optional[str] = None):
         validate_arguments(arguments)
         self.arguments = {**default_arguments(), **arguments}
         self.specs = [spec for spec in node_specs(self.arguments)
                       if is_true(self.arguments[spec.enable_argument])]
         self.commands = {spec.name: node_command(spec, self.arguments) for spec in self.specs}
         self.processes: Dict[str, subprocess.Popen] = {}
+        self.respawns: Dict[str, int] = {name: 0 for name in self.commands}
+        self._log_directory = log_directory
         self._exited_at: Dict[str, float] = {}
 
     def start(self) -> None:
@@ -71,8 +77,14 @@ class GraphProcesses:
     def _spawn(self, name: str) -> None:
         # a session of its own (Ctrl-C in the terminal reaches the runner only, which stops
         # the nodes in order), ended with the runner even if the runner is killed
+        output = None
+        if self._log_directory is not None:
+            output = open(os.path.join(self._log_directory, f'{name}.log'), 'a')
         self.processes[name] = subprocess.Popen(self.commands[name], start_new_session=True,
-                                                preexec_fn=die_with_parent)
+                                                preexec_fn=die_with_parent, stdout=output,
+                                                stderr=subprocess.STDOUT if output else None)
+        if output is not None:
+            output.close()  # the child holds its own descriptor
 
     def poll(self) -> None:
         """Respawn nodes that exited, after a delay, as launch's respawn does."""
@@ -87,6 +99,7 @@ class GraphProcesses:
                          if is_true(self.arguments['respawn']) else ''), flush=True)
             if is_true(self.arguments['respawn']) and now - exited >= RESPAWN_DELAY_S:
                 del self._exited_at[name]
+                self.respawns[name] += 1
                 self._spawn(name)
 
     def stop(self, timeout_s: float = 10.0) -> Dict[str, Optional[int]]:

@@ -4,7 +4,7 @@ Frames go out as ``sensor_msgs/Image`` (bgr8) on ``camera/image_raw``; audio as 
 ``audio_capture`` driver publishes it: ``audio`` (AudioData), ``audio_stamped``
 (AudioDataStamped) in 100 ms chunks of S16LE mono, and ``audio_info`` (AudioInfo,
 transient-local). Stamps follow the node clock; each audio chunk is stamped with the time
-of its first sample.
+of its first sample. With ``loop`` the sample starts again when it ends (soak tests).
 """
 from __future__ import annotations
 
@@ -35,25 +35,28 @@ PARAMETERS = [
     ParamSpec('speech', True, 'Publish the microphone too (needs espeak-ng).', read_only=True),
     ParamSpec('chunk_s', 0.1, 'Audio chunk length in seconds.', min_value=0.01,
               max_value=1.0, read_only=True),
+    ParamSpec('loop', False, 'Play the sample again and again instead of exiting after it.',
+              read_only=True),
 ]
 
 
 class SamplePlayer(Node):
-    """Plays the sample once, then reports ``finished``."""
+    """Plays the sample once (or forever with ``loop``), then reports ``finished``."""
 
     def __init__(self):
         super().__init__('sample_player')
         self.params = ParameterSet(self, PARAMETERS)
         duration = self.params['duration_s']
         frame_count = int(duration * self.params['fps'])
-        self._frames = sample_media.face_frames(
-            frame_count, self.params['width'], self.params['height'])
+        self._frames = self._sample_frames()
         self._audio: Optional[np.ndarray] = None
         if self.params['speech']:
             self._audio = sample_media.speech_track(SENTENCES, start_s=1.0, gap_s=1.5,
                                                     total_s=duration)
         self.frames_sent = 0
         self.chunks_sent = 0
+        self._audio_position = 0
+        self._samples_sent = 0
         self.finished = False
         self._start = self.get_clock().now().nanoseconds * 1e-9
         self._image_pub = self.create_publisher(Image, 'camera/image_raw', sensor_qos())
@@ -69,10 +72,19 @@ class SamplePlayer(Node):
             self._audio_timer = self.create_timer(self.params['chunk_s'], self._publish_audio)
         self.get_logger().info(
             f'playing {duration:.0f} s: {frame_count} frames'
-            + (', speech' if self._audio is not None else ''))
+            + (', speech' if self._audio is not None else '')
+            + (', looped' if self.params['loop'] else ''))
+
+    def _sample_frames(self):
+        frame_count = int(self.params['duration_s'] * self.params['fps'])
+        return sample_media.face_frames(frame_count, self.params['width'],
+                                        self.params['height'])
 
     def _publish_frame(self) -> None:
         frame = next(self._frames, None)
+        if frame is None and self.params['loop']:
+            self._frames = self._sample_frames()
+            frame = next(self._frames)
         if frame is None:
             self._frame_timer.cancel()
             self._check_finished()
@@ -85,19 +97,24 @@ class SamplePlayer(Node):
         self.frames_sent += 1
 
     def _publish_audio(self) -> None:
-        first = self.chunks_sent * self._chunk
-        if first >= self._audio.size:
+        if self._audio_position >= self._audio.size and self.params['loop']:
+            self._audio_position = 0
+        if self._audio_position >= self._audio.size:
             self._audio_timer.cancel()
             self._check_finished()
             return
-        data = sample_media.to_s16le(self._audio[first:first + self._chunk])
+        samples = self._audio[self._audio_position:self._audio_position + self._chunk]
+        data = sample_media.to_s16le(samples)
         stamped = AudioDataStamped()
-        stamped.header.stamp = sec_to_stamp(self._start + first / sample_media.SAMPLE_RATE)
+        stamped.header.stamp = sec_to_stamp(
+            self._start + self._samples_sent / sample_media.SAMPLE_RATE)
         stamped.header.frame_id = 'sample_microphone'
         stamped.audio.data = data
         self._stamped_pub.publish(stamped)
         self._audio_pub.publish(AudioData(data=data))
         self.chunks_sent += 1
+        self._audio_position += samples.size
+        self._samples_sent += samples.size
 
     def _check_finished(self) -> None:
         audio_done = self._audio is None or self._audio_timer.is_canceled()
