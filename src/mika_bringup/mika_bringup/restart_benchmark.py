@@ -35,8 +35,8 @@ from mika_common.process_signals import stop_process_group
 
 #: launch/perception.launch.py's respawn_delay.
 RESPAWN_DELAY_S = 2.0
-#: What a node logs once it listens (face) or has warmed up (voice).
-READY_MARKERS = {'face': ']: ready: ', 'voice': 'warmed up'}
+#: What a node logs once it listens to its input.
+READY_MARKER = ']: ready: '
 FACE_FPS = 15.0
 AUDIO_RATE = 16000
 CHUNK = 1600  # 100 ms
@@ -75,7 +75,7 @@ class NodeUnderTest:
             start_new_session=True)
 
     def poll(self) -> None:
-        if self.ready_at is None and READY_MARKERS[self.kind] in Path(self._log.name).read_text():
+        if self.ready_at is None and READY_MARKER in Path(self._log.name).read_text():
             self.ready_at = time.monotonic()
 
     def on_result(self) -> None:
@@ -232,8 +232,9 @@ def table(runs: List[Run], notes: List[str]) -> str:
         '',
         'Seconds, median (max) over the runs. launch: from starting the node process; '
         f'restart: from starting it again {RESPAWN_DELAY_S:.0f} s (launch\'s respawn_delay) '
-        'after `kill -9`; kill: from the kill. ready: the node\'s ready line (face) or '
-        '"warmed up" line (voice); result: its first EmotionResult. cold: empty LiteRT '
+        'after `kill -9`; kill: from the kill. ready: the node\'s "ready:" line (it listens; '
+        'the voice node warms its features up after it); result: its first EmotionResult. '
+        'cold: empty LiteRT '
         'cache at both starts (each start imports Keras/TensorFlow and exports the model to '
         'LiteRT); warm: the cache holds the node\'s models.',
         '',

@@ -81,7 +81,6 @@ class VoiceNode(Node):
         self.diagnostics = NodeDiagnostics(self, 'voice emotion', latency_warn_s=0.2)
         self.classifier = self._load_model()
         self.model_id = voice_model_id(self.classifier)
-        self._warm_up()
 
         self._lock = threading.Lock()  # pipeline state: audio callbacks vs parameter changes
         self._model_lock = threading.Lock()  # a classification vs a model swap
@@ -108,6 +107,9 @@ class VoiceNode(Node):
             is_expendable=lambda item: item[0].running)
         self._subscribe()
         self.diagnostics.set_state('ok', f'waiting for audio ({self.flavour} audio_common_msgs)')
+        self._warmed_up = threading.Event()
+        threading.Thread(target=self._warm_up, name='mika-voice-warm-up', daemon=True).start()
+        self.get_logger().info(f'ready: listening for {self.flavour} audio_common_msgs audio')
 
     # ----------------------------------------------------------------- start-up
     def _load_model(self):
@@ -128,13 +130,20 @@ class VoiceNode(Node):
             self.get_logger().warning(note)
 
     def _warm_up(self) -> None:
-        """Pay librosa's numba compilation and the first Keras call now, not on the first
-        utterance (about 2 s)."""
-        seconds = features.warm_up()
-        started = time.perf_counter()
-        self.classifier.predict_proba(np.zeros((1, self.classifier.feature_dims), np.float32))
-        self.get_logger().info(f'warmed up: features {seconds:.2f} s, classifier '
-                               f'{time.perf_counter() - started:.2f} s')
+        """Pay librosa's numba compilation and the first model call (2-4 s) while the node
+        already listens: an utterance takes seconds to end, so a restarted node neither
+        misses the start of the next one nor makes its first result wait."""
+        try:
+            seconds = features.warm_up()
+            started = time.perf_counter()
+            self.classifier.predict_proba(
+                np.zeros((1, self.classifier.feature_dims), np.float32))
+            self.get_logger().info(f'warmed up: features {seconds:.2f} s, classifier '
+                                   f'{time.perf_counter() - started:.2f} s')
+        except Exception as error:  # noqa: BLE001 - the first utterance will say it again
+            self.get_logger().error(f'warm-up failed: {error!r}')
+        finally:
+            self._warmed_up.set()
 
     def _subscribe(self) -> None:
         group = MutuallyExclusiveCallbackGroup()  # audio state is single-threaded
@@ -461,6 +470,7 @@ class VoiceNode(Node):
     # ------------------------------------------------------------------ output
     def _classify_and_publish(self, item) -> None:
         utterance, ready_at = item
+        self._warmed_up.wait()
         try:
             with self._model_lock:  # model, features and normaliser of one and the same model
                 estimate = self.pipeline.classify(utterance)
