@@ -243,18 +243,23 @@ class BlazeFaceRangesDetector:
     1280x720 frame it boxed a 110-pixel face at 210 pixels, which went out as a second face).
     Where neither finds a face, the short-range model
     looks again at ``search_tiles`` x ``search_tiles`` overlapping tiles, where a face of
-    60-150 px is as large as the model wants (0 or 1: no such search).
+    60-150 px is as large as the model wants (0 or 1: no such search). A face found in a tile
+    must score ``search_min_score``: on textured scenes with nobody in them (the moon, the
+    Hubble deep field) tiles gave false faces scoring 0.5-0.65, which the tracker confirms
+    on a still scene like any face.
     """
 
     name = 'blazeface'
 
     def __init__(self, model_dir: Optional[str] = None, min_score: Optional[float] = None,
-                 min_face_px: int = 20, num_threads: int = 1, search_tiles: int = 0):
+                 min_face_px: int = 20, num_threads: int = 1, search_tiles: int = 0,
+                 search_min_score: float = 0.7):
         self.short = BlazeFaceDetector('blazeface_short', model_dir, min_score,
                                        min_face_px=min_face_px, num_threads=num_threads)
         self.full = BlazeFaceDetector('blazeface_full', model_dir, min_score,
                                       min_face_px=min_face_px, num_threads=num_threads)
         self.search_tiles = search_tiles
+        self.search_min_score = search_min_score
 
     def detect(self, bgr: np.ndarray) -> List[Detection]:
         found = self.short.detect(bgr)
@@ -278,6 +283,8 @@ class BlazeFaceRangesDetector:
         for top in np.linspace(0, height - tile_h, self.search_tiles).astype(int):
             for left in np.linspace(0, width - tile_w, self.search_tiles).astype(int):
                 for face in self.short.detect(bgr[top:top + tile_h, left:left + tile_w]):
+                    if face.score < self.search_min_score:
+                        continue
                     x, y, w, h = face.box
                     moved = Detection((x + left, y + top, w, h), face.score, face.roll_deg)
                     if not _overlaps_any(moved, found):
@@ -327,12 +334,14 @@ def _logit(probability: float) -> float:
 def create_detector(kind: str = 'auto', model_dir: Optional[str] = None,
                     min_score: Optional[float] = None, min_face_px: int = 40,
                     haar_scale_factor: float = 1.1, haar_min_neighbors: int = 5,
-                    haar_max_width: int = 320, num_threads: int = 1, search_tiles: int = 0):
+                    haar_max_width: int = 320, num_threads: int = 1, search_tiles: int = 0,
+                    search_min_score: float = 0.7):
     """(detector, note): ``note`` explains a fallback from 'auto' to Haar, else ''.
 
     'auto' is both BlazeFace ranges (:class:`BlazeFaceRangesDetector`) where their model
     files are present, Haar otherwise; a named BlazeFace detector whose model is missing
-    raises FileNotFoundError. ``search_tiles`` is for 'blazeface' (and so 'auto') only.
+    raises FileNotFoundError. ``search_tiles`` and ``search_min_score`` are for 'blazeface'
+    (and so 'auto') only.
     """
     if kind not in DETECTORS:
         raise ValueError(f'detector must be one of {DETECTORS}, got {kind!r}')
@@ -351,6 +360,6 @@ def create_detector(kind: str = 'auto', model_dir: Optional[str] = None,
                                 haar_max_width), ''
     if kind == 'blazeface':
         return BlazeFaceRangesDetector(model_dir, min_score, min_face_px, num_threads,
-                                       search_tiles), ''
+                                       search_tiles, search_min_score), ''
     return BlazeFaceDetector(kind, model_dir, min_score, min_face_px=min_face_px,
                              num_threads=num_threads), ''

@@ -22,10 +22,11 @@ from mika_perception.tracking import FaceTracker, TrackerConfig
 INPUT_TYPES = ('image', 'compressed')
 #: Parameters that shape the pipeline: a change rebuilds detector, tracker or smoothing.
 PIPELINE_PARAMETERS = (
-    'detector', 'detector_min_score', 'detector_search_tiles', 'min_face_px', 'haar_scale_factor',
-    'haar_min_neighbors', 'haar_max_width', 'tracker_iou_threshold', 'tracker_centre_gate',
-    'tracker_confirm_hits', 'tracker_max_misses', 'box_smoothing_min_cutoff_hz',
-    'box_smoothing_beta', 'probability_time_constant_s')
+    'detector', 'detector_min_score', 'detector_search_tiles', 'detector_search_min_score',
+    'min_face_px', 'haar_scale_factor', 'haar_min_neighbors', 'haar_max_width',
+    'tracker_iou_threshold', 'tracker_centre_gate', 'tracker_confirm_hits',
+    'tracker_max_misses', 'box_smoothing_min_cutoff_hz', 'box_smoothing_beta',
+    'probability_time_constant_s')
 
 
 def _non_empty_unique(paths: List[str]):
@@ -62,10 +63,14 @@ PARAMETERS = [
               'haar).', choices=DETECTORS),
     ParamSpec('detector_min_score', 0.5, 'BlazeFace: least detection score kept.',
               min_value=0.05, max_value=0.99),
-    ParamSpec('detector_search_tiles', 2, 'blazeface: where neither range finds a face, '
+    ParamSpec('detector_search_tiles', 4, 'blazeface: where neither range finds a face, '
               'look again with the short-range model on N x N overlapping tiles (finds '
-              'faces of about 60-150 px in a 640x480 frame; costs about N*N ms on such '
-              'frames). 0 or 1: no such search.', min_value=0, max_value=4),
+              'faces of about 50-150 px in a 640x480 frame; costs about N*N ms on such '
+              'frames). 0 or 1: no such search.', min_value=0, max_value=6),
+    ParamSpec('detector_search_min_score', 0.7, 'blazeface: least score of a face found by '
+              'the tiled search (stricter than detector_min_score: tiles of textured scenes '
+              'with nobody in them gave false faces scoring 0.5-0.65).',
+              min_value=0.05, max_value=0.99),
     ParamSpec('min_face_px', 40, 'Faces smaller than this (pixels, shorter side) are ignored: '
               'too few pixels to read an expression.', min_value=8, max_value=2000),
     ParamSpec('haar_scale_factor', 1.1, 'Haar: scale step between detection sizes.',
@@ -133,7 +138,8 @@ def create_face_detector(values: Mapping[str, Any]):
         min_face_px=values['min_face_px'], haar_scale_factor=values['haar_scale_factor'],
         haar_min_neighbors=values['haar_min_neighbors'],
         haar_max_width=values['haar_max_width'], num_threads=values['threads'],
-        search_tiles=values['detector_search_tiles'])
+        search_tiles=values['detector_search_tiles'],
+        search_min_score=values['detector_search_min_score'])
 
 
 def assemble_face_pipeline(values: Mapping[str, Any], classifier
