@@ -14,6 +14,15 @@ exists when the evaluator received it, not at its frame's bag time; a truth mess
 counts from its receipt (a /clock step late at most, when nothing queues; a label file
 is exact); and the graph drops frames when it falls behind, as it does on a robot.
 
+Because of those drops a live report need not equal the offline one (``play_bag
+--wait-for-results emotion/face`` avoids them: it holds bag time while the face node works
+on a frame). What must hold on any machine is that the fusion node does what its core does with what it received: the report's
+``fusion_core`` entry scores :func:`~mika_evaluation.offline.fuse` run on the very results
+heard (each at its receipt), on the same ticks, and says on what share of the labelled
+ticks the published state equals it. ``save_replay`` keeps those results
+(:func:`~mika_evaluation.offline.load_replay`), to fuse them again or to compare them with
+an offline replay of the bag.
+
 The bag start (the origin of a ``start,end,label`` file, and of the report's ticks) is, in
 this order: the ``bag_start_s`` parameter; the start time in the metadata of the ``bag``
 parameter's bag; the first ``/clock`` time heard (``play_bag --clock`` and ``ros2 bag play
@@ -34,10 +43,10 @@ import numpy as np
 from mika_common.emotions import EMOTION_LABELS, UNKNOWN
 from mika_common.node_params import ParamSpec
 from mika_evaluation.bag_format import (
-    BagError, intervals_from_label_messages, read_truth_csv)
+    BagError, intervals_from_label_messages, label_at, read_truth_csv)
 from mika_evaluation.node_config import NodeParameters, fusion_config
 from mika_evaluation.offline import (
-    ModalityResult, ReplayLog, Timeline, _manifest, modality_labels)
+    ModalityResult, ReplayLog, Timeline, _manifest, fuse, modality_labels, save_replay)
 
 #: A clock that goes back further than this restarts the recording (the bag was replayed).
 TIME_JUMP_BACK_S = 1.0
@@ -76,6 +85,8 @@ PARAMETERS = [
               'seconds before it counts as no state (the fusion node stopped or fell '
               'behind). 0.05..60.', min_value=0.05, max_value=60.0),
     ParamSpec('plots', True, 'Also draw confusion.png and timeline.png (about 1 s).'),
+    ParamSpec('save_replay', False, 'Also write replay.pkl: the results as heard, to fuse '
+              'again (tune_fusion --replays) or to compare with an offline replay.'),
 ]
 
 
@@ -90,6 +101,7 @@ class LiveSettings:
     bag_start_s: Optional[float]
     fused_timeout_s: float
     plots: bool
+    save_replay: bool = False
 
     @classmethod
     def from_values(cls, values: Dict) -> 'LiveSettings':
@@ -106,7 +118,8 @@ class LiveSettings:
         if bag is not None and not (bag / 'metadata.yaml').is_file():
             raise ValueError(f'bag {bag} has no metadata.yaml: pass the bag directory')
         return cls(Path(values['output_dir']), graph, labels, bag,
-                   values['bag_start_s'] or None, values['fused_timeout_s'], values['plots'])
+                   values['bag_start_s'] or None, values['fused_timeout_s'], values['plots'],
+                   values['save_replay'])
 
 
 def bag_metadata(bag: Path) -> Tuple[float, float, str]:
@@ -297,13 +310,39 @@ class LiveRecording:
         return log, timeline
 
     def write_report(self, output_dir: Optional[Path] = None) -> Dict:
-        """Score and write report.json (last), report.md and the figures; the report."""
+        """Score and write report.json (last), report.md and the figures (and replay.pkl
+        with ``save_replay``); the report."""
         from mika_evaluation.report import build_report, write_report
         log, timeline = self.build()
         report = build_report(log, timeline, self.settings.graph)
-        write_report(report, log, timeline, Path(output_dir or self.settings.output_dir),
-                     plots=self.settings.plots)
+        core = fusion_core_check(log, timeline, self.settings.graph.fusion)
+        report['fusion_core'] = core
+        report['notes'].append(
+            f'fusion node against its core fed the results heard: the same state on '
+            f'{core["agreement"]:.1%} of the labelled ticks; core accuracy '
+            f'{core["summary"]["accuracy"]:.3f}, coverage {core["summary"]["coverage"]:.2f}')
+        output_dir = Path(output_dir or self.settings.output_dir)
+        if self.settings.save_replay:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            save_replay(log, output_dir / 'replay.pkl')
+        write_report(report, log, timeline, output_dir, plots=self.settings.plots)
         return report
+
+
+def fusion_core_check(log: ReplayLog, timeline: Timeline, fusion_values: Dict) -> Dict:
+    """The fusion core (:func:`~mika_evaluation.offline.fuse`) on the results in ``log`` at
+    their receipt, on ``timeline``'s ticks, against the states published there: its scores,
+    and the share of labelled ticks with the same state (both none counts as the same).
+    Frame drops change the results, not this comparison."""
+    from mika_evaluation.report import _timeline_scores
+    core = fuse(log, fusion_values)  # the ticks of build(): same start, end and rate
+    truth = [label_at(log.truth, t) for t in timeline.times]
+    labelled = [i for i, label in enumerate(truth) if label is not None]
+    same = sum(core.labels['fused'][i] == timeline.labels['fused'][i] for i in labelled)
+    scores = _timeline_scores(core.times, truth, core.labels['fused'])
+    return {'summary': {key: scores[key] for key in ('accuracy', 'coverage', 'flips_per_minute')},
+            'agreement': same / len(labelled) if labelled else float('nan'),
+            'ticks': len(labelled)}
 
 
 def fused_labels(states: Sequence[Tuple[float, str]], ticks: np.ndarray, timeout_s: float

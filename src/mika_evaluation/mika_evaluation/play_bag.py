@@ -7,6 +7,10 @@ log time, scaled by ``--rate``; topics keep their recorded QoS (latched ``/audio
 transient-local). With ``--clock`` it publishes ``/clock`` in bag time (at HZ, and each
 message's time just before the message), so nodes started with ``use_sim_time:=true`` run
 on the bag's clock: their state stamps and the sensor stamps in the bag share one time base.
+With ``--wait-for-results emotion/face`` it also holds /clock after each camera frame until
+a result stamped with that frame arrives (or ``--result-timeout`` passes): bag time stands
+still while the face node works, so a machine too slow for real time loses no frame, and
+a live evaluation sees every frame as the offline one does.
 
     play_bag /tmp/eval_private --clock --wait-for-subscribers 30 --delay 1
 """
@@ -30,6 +34,8 @@ from mika_evaluation.playback import Pacer, TopicPlan, topic_plans
 DEFAULT_CLOCK_HZ = 40.0
 #: Kept alive this long after the last message, so reliable readers get the last ones.
 LINGER_S = 0.5
+#: Message types whose messages ``--wait-for-results`` holds the clock after.
+FRAME_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
 SHUTDOWN_TIMEOUT_S = 10.0
 
 
@@ -42,27 +48,74 @@ def message_class(msgtype: str):
         return None
 
 
+class ResultGate:
+    """Waits for a result (``mika_msgs/EmotionResult`` on ``topic``) stamped at or after a
+    frame's header stamp: the node has processed that frame."""
+
+    def __init__(self, node, topic: str, timeout_s: float):
+        from rclpy.executors import SingleThreadedExecutor
+
+        from mika_common.ros_io import results_qos
+        from mika_msgs.msg import EmotionResult
+        self.topic = topic
+        self.timeout_s = timeout_s
+        self.newest_ns = -1
+        self.timeouts = 0
+        self.held_s = 0.0
+        node.create_subscription(EmotionResult, topic, self._on_result, results_qos(depth=50))
+        self._node = node
+        self._executor = SingleThreadedExecutor(context=node.context)
+        self._executor.add_node(node)
+
+    def _on_result(self, msg) -> None:
+        self.newest_ns = max(self.newest_ns,
+                             msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)
+
+    def has_publisher(self) -> bool:
+        return self._node.count_publishers(self.topic) > 0
+
+    def wait(self, stamp_ns: int, tick) -> float:
+        """Spin until a result stamped ``stamp_ns`` or later came (at most the timeout,
+        counted), calling ``tick()`` meanwhile; the seconds waited."""
+        started = time.monotonic()
+        while self.newest_ns < stamp_ns and time.monotonic() - started < self.timeout_s:
+            tick()
+            self._executor.spin_once(timeout_sec=0.005)
+        self.timeouts += self.newest_ns < stamp_ns
+        waited = time.monotonic() - started
+        self.held_s += waited
+        return waited
+
+
 class BagPlayer:
     """Publishers for the planned topics and the paced loop that feeds them."""
 
-    def __init__(self, node, plans: Sequence[TopicPlan], clock_hz: Optional[float]):
+    def __init__(self, node, plans: Sequence[TopicPlan], clock_hz: Optional[float],
+                 gate: Optional[ResultGate] = None):
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
         self.node = node
         self.publishers: Dict[str, object] = {}
         self.skipped: List[str] = []
+        self.gate = gate
+        self.frame_classes: Dict[str, type] = {}  # camera topics the gate holds after
         for plan in plans:
             cls = message_class(plan.msgtype)
             if cls is None:
                 self.skipped.append(f'{plan.topic} ({plan.msgtype} is not installed: '
                                     'source the package that defines it)')
                 continue
+            gated = gate is not None and plan.msgtype in FRAME_TYPES
+            # a gated frame goes out reliable (which best-effort readers hear too): a reader
+            # that asks for reliability then loses none while the gate holds
             qos = QoSProfile(
                 history=HistoryPolicy.KEEP_LAST, depth=plan.depth,
-                reliability=(ReliabilityPolicy.RELIABLE if plan.reliable
+                reliability=(ReliabilityPolicy.RELIABLE if plan.reliable or gated
                              else ReliabilityPolicy.BEST_EFFORT),
                 durability=(DurabilityPolicy.TRANSIENT_LOCAL if plan.latched
                             else DurabilityPolicy.VOLATILE))
             self.publishers[plan.topic] = node.create_publisher(cls, plan.topic, qos)
+            if gated:
+                self.frame_classes[plan.topic] = cls
         self.clock_period = 1.0 / clock_hz if clock_hz else None
         self._clock_pub = None
         if clock_hz:
@@ -94,6 +147,8 @@ class BagPlayer:
         deadline = time.monotonic() + timeout_s
         while True:
             waiting = [t for t, p in self.publishers.items() if p.get_subscription_count() == 0]
+            if self.gate is not None and not self.gate.has_publisher():
+                waiting.append(f'{self.gate.topic} (no publisher of results)')
             if not waiting or time.monotonic() >= deadline:
                 return waiting
             self._tick(bag_start)
@@ -108,8 +163,10 @@ class BagPlayer:
     def play(self, messages, pacer: Pacer) -> Dict:
         """Publish ``messages`` ((connection, log time ns, raw CDR) in time order) on time,
         /clock set to each message's time just before it (so a subscriber's clock reads its
-        bag time on receipt) and ticking at its rate in between. Returns counts and how
-        late the messages went out."""
+        bag time on receipt) and ticking at its rate in between; with a gate, held after
+        each camera frame until its result came. Returns counts and how late the messages
+        went out (the holds not counted)."""
+        from rclpy.serialization import deserialize_message
         sent: Dict[str, int] = {}
         late: List[float] = []
         last_time = pacer.bag_start
@@ -130,9 +187,16 @@ class BagPlayer:
             publisher.publish(bytes(raw))
             late.append(time.monotonic() - due)
             sent[connection.topic] = sent.get(connection.topic, 0) + 1
+            frame_class = self.frame_classes.get(connection.topic)
+            if frame_class is not None:
+                stamp = deserialize_message(bytes(raw), frame_class).header.stamp
+                pacer.hold(self.gate.wait(stamp.sec * 10**9 + stamp.nanosec,
+                                          lambda: self._tick(last_time)))
         time.sleep(LINGER_S)  # the clock stays at the last message
         values = np.asarray(late) * 1e3
         return {'sent': sent, 'bag_end': last_time,
+                'held_s': self.gate.held_s if self.gate else 0.0,
+                'result_timeouts': self.gate.timeouts if self.gate else 0,
                 'late_p95_ms': float(np.percentile(values, 95)) if values.size else 0.0,
                 'late_max_ms': float(values.max()) if values.size else 0.0}
 
@@ -151,6 +215,13 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     parser.add_argument('--wait-for-subscribers', type=float, default=0.0, metavar='S',
                         help='before playing, wait up to S seconds until every topic has a '
                              'subscriber (nodes still starting would miss the first messages)')
+    parser.add_argument('--wait-for-results', default=None, metavar='TOPIC',
+                        help='with --clock: after each camera frame, hold /clock until TOPIC '
+                             '(mika_msgs/EmotionResult, e.g. emotion/face) carries a result '
+                             'stamped at or after the frame: no frame is lost to a slow node; '
+                             'a frame without a face costs --result-timeout')
+    parser.add_argument('--result-timeout', type=float, default=5.0, metavar='S',
+                        help='longest hold for one frame (default 5 s)')
     parser.add_argument('--delay', type=float, default=0.0, metavar='S',
                         help='then wait S seconds more: a subscriber matches the player a '
                              'moment after the player matched it (1 s is plenty)')
@@ -159,6 +230,10 @@ def parse_args(argv: Optional[Sequence[str]] = None):
         parser.error(f'--rate {args.rate} is outside 0.01..100')
     if args.clock is not None and not 1 <= args.clock <= 1000:
         parser.error(f'--clock {args.clock} Hz is outside 1..1000')
+    if args.wait_for_results is not None and args.clock is None:
+        parser.error('--wait-for-results needs --clock (only bag time can stand still)')
+    if not 0 < args.result_timeout <= 600:
+        parser.error(f'--result-timeout {args.result_timeout} s is outside 0..600')
     return args
 
 
@@ -179,7 +254,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     status = 0
     try:
         plans = topic_plans(reader.connections, args.topics)
-        player = BagPlayer(node, plans, args.clock)
+        gate = (ResultGate(node, args.wait_for_results, args.result_timeout)
+                if args.wait_for_results else None)
+        player = BagPlayer(node, plans, args.clock, gate)
         for text in player.skipped:
             log.warning(f'not playing {text}')
         if not player.publishers:
@@ -208,7 +285,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                            f'({type(error).__name__}: {error})') from None
         log.info(f'played {sum(summary["sent"].values())} messages in '
                  f'{time.monotonic() - started:.1f} s; sent late by p95 '
-                 f'{summary["late_p95_ms"]:.1f} ms, at most {summary["late_max_ms"]:.1f} ms')
+                 f'{summary["late_p95_ms"]:.1f} ms, at most {summary["late_max_ms"]:.1f} ms'
+                 + (f'; held {summary["held_s"]:.1f} s for results on {gate.topic}, '
+                    f'{summary["result_timeouts"]} frames without a result within '
+                    f'{gate.timeout_s:g} s' if gate else ''))
     except BagError as error:
         print(f'play_bag: {error}', file=sys.stderr)
         status = 2

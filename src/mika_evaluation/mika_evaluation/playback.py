@@ -85,3 +85,7 @@ class Pacer:
     def bag_time(self, wall_time: float) -> float:
         """The bag time being played at ``wall_time``: what /clock says then."""
         return self.bag_start + (wall_time - self.wall_start) * self.rate
+
+    def hold(self, seconds: float) -> None:
+        """Bag time stood still for ``seconds`` of wall time: what follows is due later."""
+        self.wall_start += seconds

@@ -10,7 +10,7 @@ from mika_common.emotions import EMOTION_LABELS
 from mika_evaluation.bag_format import BagError
 from mika_evaluation.live import LiveRecording, LiveSettings, bag_metadata, fused_labels
 from mika_evaluation.node_config import NodeParameters
-from mika_evaluation.offline import fuse, replay
+from mika_evaluation.offline import fuse, load_replay, replay
 from mika_evaluation.report import build_report
 
 PARAMS = NodeParameters.load(None)
@@ -82,6 +82,27 @@ def test_what_offline_computed_heard_live_gives_the_offline_report(tmp_path, off
     assert json.loads((out / 'report.json').read_text())['complete']
     assert '(live)' in (out / 'report.md').read_text()
     assert live['latency']['face.end_to_end']['count'] == live['counters']['face results']
+
+
+def test_the_fusion_core_check_and_the_kept_replay(tmp_path, offline_run):
+    bag, _, log, timeline = offline_run
+    recording = LiveRecording(settings(tmp_path, bag=bag, save_replay=True))
+    hear_offline_run(recording, log, timeline)
+    live = recording.write_report()
+    # the states the core computed, heard as published: the same on every tick
+    assert live['fusion_core']['agreement'] == 1.0
+    assert live['fusion_core']['summary']['accuracy'] == \
+        pytest.approx(live['summary']['fused']['accuracy'])
+    kept = load_replay(tmp_path / 'live' / 'replay.pkl')
+    assert [(r.stamp, r.label) for r in kept.results] == [(r.stamp, r.label) for r in log.results]
+
+    # a fusion node that published each state half a second late disagrees on some ticks
+    late = LiveRecording(settings(tmp_path, bag=bag))
+    hear_offline_run(late, log, timeline)
+    late.fused = [(stamp + 0.5, emotion) for stamp, emotion in late.fused]
+    report = late.write_report(tmp_path / 'late')
+    assert report['fusion_core']['agreement'] < 0.95
+    assert not (tmp_path / 'late' / 'replay.pkl').exists()
 
 
 def test_the_graphs_own_totals_go_into_the_counters(tmp_path, offline_run):
@@ -185,7 +206,7 @@ def test_a_clock_going_back_restarts_the_recording(tmp_path):
 def test_settings_refuse_a_bad_label_file_or_bag_at_start(tmp_path):
     values = {'output_dir': str(tmp_path), 'params_file': '', 'labels_file': '', 'bag': '',
               'bag_start_s': 0.0, 'end_after_idle_s': 5.0, 'fused_timeout_s': 1.0,
-              'plots': True}
+              'plots': True, 'save_replay': False}
     assert LiveSettings.from_values(values).bag_start_s is None
     bad = tmp_path / 'labels.csv'
     bad.write_text('begin,end,label\n0,1,happy\n')

@@ -82,3 +82,16 @@ def test_a_blocked_middleware_teardown_does_not_hang_the_player():
     while rclpy.ok() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not rclpy.ok()  # once unblocked, the teardown finished in its thread
+
+
+def test_a_hold_delays_what_follows_by_its_length():
+    pacer = Pacer(bag_start=1000.0, wall_start=5.0, rate=2.0)
+    pacer.hold(3.0)
+    assert pacer.wall_time(1010.0) == 13.0
+    assert pacer.bag_time(8.0) == 1000.0
+
+
+def test_holding_for_results_needs_the_bag_clock(small_bags, capsys):
+    with pytest.raises(SystemExit):
+        play_bag_main([str(small_bags['mcap'][0]), '--wait-for-results', 'emotion/face'])
+    assert '--wait-for-results needs --clock' in capsys.readouterr().err
