@@ -13,6 +13,7 @@ from typing import Deque, Dict, Optional, Tuple
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 
 LEVELS = {'ok': DiagnosticStatus.OK, 'warn': DiagnosticStatus.WARN,
@@ -80,7 +81,9 @@ class NodeDiagnostics:
         self._rejected: Dict[str, int] = collections.Counter()
         self._state = ('ok', 'starting')
         self._publisher = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self._timer = node.create_timer(period_s, self.publish)
+        # steady time: a node on a paused simulated clock (a bag held) still reports
+        self._timer = node.create_timer(period_s, self.publish,
+                                        clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     def count(self, key: str, n: int = 1) -> None:
         self.window.count(key, n)

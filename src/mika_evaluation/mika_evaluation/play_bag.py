@@ -8,9 +8,11 @@ transient-local). With ``--clock`` it publishes ``/clock`` in bag time (at HZ, a
 message's time just before the message), so nodes started with ``use_sim_time:=true`` run
 on the bag's clock: their state stamps and the sensor stamps in the bag share one time base.
 With ``--wait-for-results emotion/face`` it also holds /clock after each camera frame until
-a result stamped with that frame arrives (or ``--result-timeout`` passes): bag time stands
-still while the face node works, so a machine too slow for real time loses no frame, and
-a live evaluation sees every frame as the offline one does.
+the face node is done with it: a result stamped with that frame arrived, or the node's
+/diagnostics count the frame as handled (a frame without a face), or ``--result-timeout``
+passed. Bag time stands still while the face node works, so a machine too slow for real
+time (or a node stalled for seconds) loses no frame, and a live evaluation sees every
+frame as the offline one does.
 
     play_bag /tmp/eval_private --clock --wait-for-subscribers 30 --delay 1
 """
@@ -49,10 +51,18 @@ def message_class(msgtype: str):
 
 
 class ResultGate:
-    """Waits for a result (``mika_msgs/EmotionResult`` on ``topic``) stamped at or after a
-    frame's header stamp: the node has processed that frame."""
+    """Holds the player after a frame until the node publishing ``topic``
+    (``mika_msgs/EmotionResult``) is done with it: a result stamped at or after the frame
+    came, or the node's /diagnostics count that it has handled (processed, rejected,
+    dropped or skipped) every frame sent so far (a frame without a face gives no result).
+    ``timeout_s`` bounds the hold for a node that does neither (stalled, or not a Mika node).
+    """
+
+    #: /diagnostics totals (``<key> total``) whose sum counts the frames a node is done with.
+    HANDLED_KEYS = ('processed', 'rejected', 'dropped (worker busy)', 'skipped (max_rate_hz)')
 
     def __init__(self, node, topic: str, timeout_s: float):
+        from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
 
         from mika_common.ros_io import results_qos
@@ -60,9 +70,13 @@ class ResultGate:
         self.topic = topic
         self.timeout_s = timeout_s
         self.newest_ns = -1
+        self.handled: Optional[int] = None  # frames the node is done with, per /diagnostics
+        self._handled_before: Optional[int] = None
+        self.frames = 0
         self.timeouts = 0
         self.held_s = 0.0
         node.create_subscription(EmotionResult, topic, self._on_result, results_qos(depth=50))
+        node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 50)
         self._node = node
         self._executor = SingleThreadedExecutor(context=node.context)
         self._executor.add_node(node)
@@ -71,20 +85,37 @@ class ResultGate:
         self.newest_ns = max(self.newest_ns,
                              msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)
 
+    def _on_diagnostics(self, msg) -> None:
+        names = {f'{info.node_name}: ' for info in
+                 self._node.get_publishers_info_by_topic(self._node.resolve_topic_name(
+                     self.topic))}
+        for status in msg.status:
+            if any(status.name.startswith(name) for name in names):
+                totals = {value.key: value.value for value in status.values}
+                self.handled = sum(int(totals.get(f'{key} total', 0))
+                                   for key in self.HANDLED_KEYS)
+
     def has_publisher(self) -> bool:
         return self._node.count_publishers(self.topic) > 0
 
     def wait(self, stamp_ns: int, tick) -> float:
-        """Spin until a result stamped ``stamp_ns`` or later came (at most the timeout,
-        counted), calling ``tick()`` meanwhile; the seconds waited."""
+        """Spin until the node is done with the frame stamped ``stamp_ns`` (at most the
+        timeout, counted), calling ``tick()`` meanwhile; the seconds waited."""
+        if self._handled_before is None:
+            self._handled_before = self.handled or 0
+        self.frames += 1
         started = time.monotonic()
-        while self.newest_ns < stamp_ns and time.monotonic() - started < self.timeout_s:
+        while not self._done(stamp_ns) and time.monotonic() - started < self.timeout_s:
             tick()
             self._executor.spin_once(timeout_sec=0.005)
-        self.timeouts += self.newest_ns < stamp_ns
+        self.timeouts += not self._done(stamp_ns)
         waited = time.monotonic() - started
         self.held_s += waited
         return waited
+
+    def _done(self, stamp_ns: int) -> bool:
+        return self.newest_ns >= stamp_ns or (
+            self.handled is not None and self.handled >= self._handled_before + self.frames)
 
 
 class BagPlayer:
@@ -218,10 +249,11 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     parser.add_argument('--wait-for-results', default=None, metavar='TOPIC',
                         help='with --clock: after each camera frame, hold /clock until TOPIC '
                              '(mika_msgs/EmotionResult, e.g. emotion/face) carries a result '
-                             'stamped at or after the frame: no frame is lost to a slow node; '
-                             'a frame without a face costs --result-timeout')
+                             'stamped at or after the frame, or the node\'s /diagnostics '
+                             'count the frame as handled: no frame is lost to a slow node')
     parser.add_argument('--result-timeout', type=float, default=5.0, metavar='S',
-                        help='longest hold for one frame (default 5 s)')
+                        help='longest hold for one frame, for a node that neither answers '
+                             'nor reports (default 5 s)')
     parser.add_argument('--delay', type=float, default=0.0, metavar='S',
                         help='then wait S seconds more: a subscriber matches the player a '
                              'moment after the player matched it (1 s is plenty)')
@@ -287,8 +319,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                  f'{time.monotonic() - started:.1f} s; sent late by p95 '
                  f'{summary["late_p95_ms"]:.1f} ms, at most {summary["late_max_ms"]:.1f} ms'
                  + (f'; held {summary["held_s"]:.1f} s for results on {gate.topic}, '
-                    f'{summary["result_timeouts"]} frames without a result within '
-                    f'{gate.timeout_s:g} s' if gate else ''))
+                    f'{summary["result_timeouts"]} frames neither answered nor reported '
+                    f'handled within {gate.timeout_s:g} s' if gate else ''))
     except BagError as error:
         print(f'play_bag: {error}', file=sys.stderr)
         status = 2
