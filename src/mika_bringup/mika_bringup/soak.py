@@ -237,6 +237,9 @@ def write_report(output: Path, arguments: Dict[str, str], soak: Soak,
         f'{FLAT_MB_PER_HOUR:.0f} MB/h growth, least-squares fit after minute {WARM_UP_MIN})',
         f'- errors and tracebacks in the node logs: {summary["errors"]}; respawns: '
         f'{summary["respawns"]}; exit codes at the stop: {summary["exit_codes"]}',
+        '- warnings in the node logs: ' + ('; '.join(
+            f'{name} {log["warnings"]} ({log["commonest"][0][1]}x `{log["commonest"][0][0]}`)'
+            for name, log in summary['logs'].items() if log['warnings']) or '0'),
         f'- rates: {"stable" if summary["rates_stable"] else "NOT stable"} (every minute after '
         f'the first within {STABLE_FRACTION:.0%} of the median, none at zero); results per '
         'second (mean, min..max over minutes): ' + '; '.join(
