@@ -80,7 +80,7 @@ def scenarios() -> List[Scenario]:
     def close(dx, dy):  # a person leaning towards the robot
         return face_frame(640, 480, face_side=470, x=85 + dx // 2, y=5)
 
-    def empty(dx, dy):  # nobody there: the tiled search runs on every frame
+    def empty(dx, dy):  # nobody there: the tiled search runs on every Nth frame
         return np.roll(face_frame(640, 480, face_side=300, x=170, y=90)[:, :160], dx,
                        axis=1).repeat(4, axis=1)
 
@@ -127,14 +127,16 @@ def _pct(values, q) -> float:
     return float(np.percentile(values, q))
 
 
-def benchmark(model_paths: List[str], detector_kind: str, search_tiles: int, runtime: str,
-              flip_tta: bool, frames: int, warmup: int, memory_frames: int) -> str:
+def benchmark(model_paths: List[str], detector_kind: str, search_tiles: int,
+              idle_search_every: int, runtime: str, flip_tta: bool, frames: int, warmup: int,
+              memory_frames: int) -> str:
     from mika_perception.face_model import FaceEmotionClassifier  # imports TensorFlow
 
     cv2.setNumThreads(1)
     classifier = FaceEmotionClassifier(model_paths, flip_tta=flip_tta, runtime=runtime,
                                        num_threads=1)
-    detector, note = create_detector(detector_kind, num_threads=1, search_tiles=search_tiles)
+    detector, note = create_detector(detector_kind, num_threads=1, search_tiles=search_tiles,
+                                     idle_search_every=idle_search_every)
     lines = []
     rows = []
     vga_pipeline = None
@@ -170,7 +172,8 @@ def benchmark(model_paths: List[str], detector_kind: str, search_tiles: int, run
         '',
         f'- model: {classifier.model_id} ({", ".join(model_paths)}), runtime '
         f'{"/".join(classifier.runtimes)}, flip TTA {"on" if flip_tta else "off"}',
-        f'- detector: {detector.name}, search tiles {search_tiles}'
+        f'- detector: {detector.name}, search tiles {search_tiles}, with nobody in view on '
+        f'every {idle_search_every} frames'
         + (f' ({note})' if note else ''),
         f'- {frames} frames per scenario after {warmup} warm-up frames; frames of a real face '
         '(scikit-image astronaut, public domain) drifting over 60 frames, stamped at 30 fps',
@@ -215,6 +218,8 @@ def main(argv=None) -> int:
     parser.add_argument('--detector', default=NODE_DEFAULTS['detector'], choices=DETECTORS)
     parser.add_argument('--search-tiles', type=int,
                         default=NODE_DEFAULTS['detector_search_tiles'])
+    parser.add_argument('--idle-search-every', type=int,
+                        default=NODE_DEFAULTS['detector_idle_search_every'])
     parser.add_argument('--runtime', default='auto', choices=('auto', 'tflite', 'keras'))
     parser.add_argument('--flip-tta', action='store_true')
     parser.add_argument('--frames', type=int, default=300)
@@ -225,8 +230,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     models = args.models or [resolve_model_path(FACE_MODEL_FILE)]
     try:
-        table = benchmark(models, args.detector, args.search_tiles, args.runtime, args.flip_tta,
-                          args.frames, args.warmup, args.memory_frames)
+        table = benchmark(models, args.detector, args.search_tiles, args.idle_search_every,
+                          args.runtime, args.flip_tta, args.frames, args.warmup,
+                          args.memory_frames)
     except (OSError, RuntimeError, ValueError) as error:
         print(f'face_benchmark: {error}', file=sys.stderr)
         return 1

@@ -246,20 +246,28 @@ class BlazeFaceRangesDetector:
     60-150 px is as large as the model wants (0 or 1: no such search). A face found in a tile
     must score ``search_min_score``: on textured scenes with nobody in them (the moon, the
     Hubble deep field) tiles gave false faces scoring 0.5-0.65, which the tracker confirms
-    on a still scene like any face.
+    on a still scene like any face. The search costs about four whole-frame detections; once
+    it found nothing, it runs again only on every ``idle_search_every``-th frame until a face
+    is seen (with nobody in view the node would otherwise spend most of its time on it; a
+    face that walks in is found at most ``idle_search_every - 1`` frames later). The detector
+    thus keeps state between frames: give it frames of one camera in time order.
     """
 
     name = 'blazeface'
 
     def __init__(self, model_dir: Optional[str] = None, min_score: Optional[float] = None,
                  min_face_px: int = 20, num_threads: int = 1, search_tiles: int = 0,
-                 search_min_score: float = 0.7):
+                 search_min_score: float = 0.7, idle_search_every: int = 1):
+        if idle_search_every < 1:
+            raise ValueError(f'idle_search_every must be >= 1, got {idle_search_every}')
         self.short = BlazeFaceDetector('blazeface_short', model_dir, min_score,
                                        min_face_px=min_face_px, num_threads=num_threads)
         self.full = BlazeFaceDetector('blazeface_full', model_dir, min_score,
                                       min_face_px=min_face_px, num_threads=num_threads)
         self.search_tiles = search_tiles
         self.search_min_score = search_min_score
+        self.idle_search_every = idle_search_every
+        self._frames_to_search = 0  # frames until the next tiled search while none finds
 
     def detect(self, bgr: np.ndarray) -> List[Detection]:
         found = self.short.detect(bgr)
@@ -272,8 +280,15 @@ class BlazeFaceRangesDetector:
             else:
                 found[loose] = face
         if found or self.search_tiles < 2:
+            self._frames_to_search = 0
             return found
-        return self._search_tiles(bgr)
+        if self._frames_to_search > 0:
+            self._frames_to_search -= 1
+            return found
+        found = self._search_tiles(bgr)
+        if not found:
+            self._frames_to_search = self.idle_search_every - 1
+        return found
 
     def _search_tiles(self, bgr: np.ndarray) -> List[Detection]:
         height, width = bgr.shape[:2]
@@ -335,13 +350,13 @@ def create_detector(kind: str = 'auto', model_dir: Optional[str] = None,
                     min_score: Optional[float] = None, min_face_px: int = 40,
                     haar_scale_factor: float = 1.1, haar_min_neighbors: int = 5,
                     haar_max_width: int = 320, num_threads: int = 1, search_tiles: int = 0,
-                    search_min_score: float = 0.7):
+                    search_min_score: float = 0.7, idle_search_every: int = 1):
     """(detector, note): ``note`` explains a fallback from 'auto' to Haar, else ''.
 
     'auto' is both BlazeFace ranges (:class:`BlazeFaceRangesDetector`) where their model
     files are present, Haar otherwise; a named BlazeFace detector whose model is missing
-    raises FileNotFoundError. ``search_tiles`` and ``search_min_score`` are for 'blazeface'
-    (and so 'auto') only.
+    raises FileNotFoundError. ``search_tiles``, ``search_min_score`` and ``idle_search_every``
+    are for 'blazeface' (and so 'auto') only.
     """
     if kind not in DETECTORS:
         raise ValueError(f'detector must be one of {DETECTORS}, got {kind!r}')
@@ -360,6 +375,7 @@ def create_detector(kind: str = 'auto', model_dir: Optional[str] = None,
                                 haar_max_width), ''
     if kind == 'blazeface':
         return BlazeFaceRangesDetector(model_dir, min_score, min_face_px, num_threads,
-                                       search_tiles, search_min_score), ''
+                                       search_tiles, search_min_score,
+                                       idle_search_every), ''
     return BlazeFaceDetector(kind, model_dir, min_score, min_face_px=min_face_px,
                              num_threads=num_threads), ''

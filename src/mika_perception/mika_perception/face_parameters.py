@@ -23,6 +23,7 @@ INPUT_TYPES = ('image', 'compressed')
 #: Parameters that shape the pipeline: a change rebuilds detector, tracker or smoothing.
 PIPELINE_PARAMETERS = (
     'detector', 'detector_min_score', 'detector_search_tiles', 'detector_search_min_score',
+    'detector_idle_search_every',
     'min_face_px', 'haar_scale_factor', 'haar_min_neighbors', 'haar_max_width',
     'tracker_iou_threshold', 'tracker_centre_gate', 'tracker_confirm_hits',
     'tracker_max_misses', 'box_smoothing_min_cutoff_hz', 'box_smoothing_beta',
@@ -71,6 +72,10 @@ PARAMETERS = [
               'the tiled search (stricter than detector_min_score: tiles of textured scenes '
               'with nobody in them gave false faces scoring 0.5-0.65).',
               min_value=0.05, max_value=0.99),
+    ParamSpec('detector_idle_search_every', 3, 'blazeface: once the tiled search found '
+              'nothing, run it only on every Nth frame until a face is seen (nobody in view '
+              'costs about 1/N of the search; a small face walking in is found up to N-1 '
+              'frames later). 1: every frame.', min_value=1, max_value=30),
     ParamSpec('min_face_px', 40, 'Faces smaller than this (pixels, shorter side) are ignored: '
               'too few pixels to read an expression.', min_value=8, max_value=2000),
     ParamSpec('haar_scale_factor', 1.1, 'Haar: scale step between detection sizes.',
@@ -139,7 +144,8 @@ def create_face_detector(values: Mapping[str, Any]):
         haar_min_neighbors=values['haar_min_neighbors'],
         haar_max_width=values['haar_max_width'], num_threads=values['threads'],
         search_tiles=values['detector_search_tiles'],
-        search_min_score=values['detector_search_min_score'])
+        search_min_score=values['detector_search_min_score'],
+        idle_search_every=values['detector_idle_search_every'])
 
 
 def assemble_face_pipeline(values: Mapping[str, Any], classifier

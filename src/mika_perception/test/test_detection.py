@@ -153,3 +153,24 @@ def test_tiled_search_runs_only_where_both_ranges_find_nothing():
     empty = np.full((480, 640, 3), 90, np.uint8)
     assert detector.detect(empty) == []
     assert len(calls) == 1 + 9 and calls[1] == (208, 277, 3)  # 3x3 tiles, 30% larger
+
+
+@needs_blazeface
+def test_with_nobody_in_view_the_tiled_search_runs_on_every_nth_frame_until_a_face_is_seen():
+    detector, _ = create_detector('blazeface', search_tiles=4, idle_search_every=3)
+    tile_searches = []
+    search = detector._search_tiles
+    detector._search_tiles = lambda image: tile_searches.append(1) or search(image)
+    empty = np.full((480, 640, 3), 90, np.uint8)
+    for _ in range(7):
+        assert detector.detect(empty) == []
+    assert len(tile_searches) == 3  # frames 1, 4 and 7
+    # a face seen resets it: the first empty frame after it is searched again
+    assert len(detector.detect(face_frame(640, 480, face_side=300, x=170, y=90))) == 1
+    detector.detect(empty)
+    assert len(tile_searches) == 4
+    # a small face only the tiles find keeps them running on every frame
+    small = face_frame(640, 480, face_side=128, x=450, y=300)
+    tile_searches.clear()
+    assert [len(detector.detect(small)) for _ in range(4)] == [0, 0, 1, 1]
+    assert len(tile_searches) == 2  # the empty frame's wait ran out: frames 3 and 4

@@ -90,7 +90,7 @@ def test_detector_framed_copies_are_the_node_crops_of_the_same_faces(fer):
     faces = fer['train']
     chosen = np.random.default_rng(0).permutation(len(faces))[:12]
     images = faces.images[chosen]
-    detector, _ = create_face_detector(node_defaults())
+    detector, _ = create_face_detector(dict(node_defaults(), detector_idle_search_every=1))
     crops, found = detector_framed_crops(images, detector, PreprocessSpec(align_eyes=True), 0)
     assert 9 <= len(found) <= 12 and crops.shape == (len(found), 48, 48)
     # each crop is its face reframed and relit: it resembles its source more than the others

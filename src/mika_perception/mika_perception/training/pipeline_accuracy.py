@@ -277,7 +277,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
 
     values = dict(defaults, detector=args.detector, min_face_px=args.min_face_px,
                   detector_search_tiles=args.search_tiles, flip_tta=args.flip_tta,
-                  runtime='tflite')
+                  runtime='tflite', detector_idle_search_every=1)  # unrelated still frames
     pipeline, classifier, notes = build_face_pipeline(values, args.model)
     for note in notes:
         print(note)

@@ -98,7 +98,8 @@ def detector_framed_split(split: Split, spec: PreprocessSpec, copies: int, seed:
     from mika_perception.face_parameters import create_face_detector, node_defaults
     from mika_perception.training.pipeline_accuracy import detector_framed_crops
 
-    detector, _ = create_face_detector(node_defaults())
+    # every image is a scene of its own: the tiled search on each (no idle skipping)
+    detector, _ = create_face_detector(dict(node_defaults(), detector_idle_search_every=1))
     images, labels = [], []
     for copy in range(copies):
         started = time.time()
