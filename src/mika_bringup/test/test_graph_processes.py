@@ -16,7 +16,7 @@ from mika_bringup.graph import default_arguments, node_specs  # noqa: E402
 from mika_bringup.run_graph import node_command  # noqa: E402
 from mika_common.emotions import EMOTION_LABELS  # noqa: E402
 from mika_common.ros_io import latched_qos, results_qos  # noqa: E402
-from mika_common.testing import NodeProcess, spin_until  # noqa: E402
+from mika_common.testing import NodeProcess, child_pids, spin_until  # noqa: E402
 from mika_msgs.msg import EmotionResult, FusedEmotion  # noqa: E402
 
 
@@ -112,10 +112,6 @@ def test_a_qos_mismatch_is_reported_with_the_setting_to_change(ros_node):
 
 
 
-def _children(pid):
-    return [int(c) for c in pathlib.Path(f'/proc/{pid}/task/{pid}/children').read_text().split()]
-
-
 def _alive(pid):
     try:
         os.kill(pid, 0)
@@ -141,7 +137,7 @@ def graph_runner(tmp_path):
     while time.monotonic() < deadline and 'fusing emotion/face' not in log_path.read_text():
         time.sleep(0.1)
     assert 'fusing emotion/face' in log_path.read_text(), log_path.read_text()
-    children = _children(runner.pid)
+    children = child_pids(runner.pid)
     assert len(children) == 1
     yield runner, children[0], log_path
     for pid in (runner.pid, *children):
@@ -191,7 +187,7 @@ def test_ctrl_c_in_a_terminal_stops_at_once_with_exit_code_0_and_no_traceback(
     started = NodeProcess(command)  # a process group of its own, SIGINT not ignored
     try:
         assert started.wait_for_output('fusing emotion/face', 20.0), started.output()
-        processes = [started.process.pid, *_children(started.process.pid)]
+        processes = [started.process.pid, *child_pids(started.process.pid)]
         signalled = time.monotonic()
         os.killpg(started.process.pid, signal.SIGINT)
         if second_after_s is not None:

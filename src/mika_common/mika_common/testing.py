@@ -21,6 +21,11 @@ def spin_until(executor, predicate, timeout_s):
     return predicate()
 
 
+def child_pids(pid):
+    """The pids of the processes ``pid`` started (Linux /proc)."""
+    return [int(c) for c in pathlib.Path(f'/proc/{pid}/task/{pid}/children').read_text().split()]
+
+
 @contextlib.contextmanager
 def probe_node(name):
     """(node, executor) in this process, in a context of its own, for talking to node

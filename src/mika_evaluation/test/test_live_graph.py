@@ -38,7 +38,7 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy')
 
-from mika_common.testing import NodeProcess  # noqa: E402
+from mika_common.testing import NodeProcess, child_pids  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 PARAMS_FILE = REPO / 'config' / 'perception.yaml'
@@ -55,14 +55,9 @@ STALL_S, STALL_AFTER_S = 5.0, 3.0
 
 def _child_process(parent: int, name: str) -> int:
     """The pid of the child of ``parent`` whose command line has ``name``."""
-    for proc in pathlib.Path('/proc').iterdir():
-        try:
-            if (proc.name.isdigit()
-                    and int((proc / 'stat').read_text().rsplit(')', 1)[1].split()[1]) == parent
-                    and name in (proc / 'cmdline').read_text()):
-                return int(proc.name)
-        except OSError:
-            continue
+    for pid in child_pids(parent):
+        if name in pathlib.Path(f'/proc/{pid}/cmdline').read_text():
+            return pid
     raise AssertionError(f'no {name} process among the children of {parent}')
 
 
