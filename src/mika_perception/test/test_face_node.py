@@ -142,20 +142,24 @@ def test_compressed_frames_and_broken_jpeg(graph):
 
 def test_debug_image_only_while_someone_subscribes(graph):
     node, probe, executor, results = graph
-    publisher = probe.create_publisher(Image, 'image', sensor_qos())
+    publisher = probe.create_publisher(Image, 'image', sensor_qos('reliable'))
     assert spin_until(executor, lambda: publisher.get_subscription_count() > 0, 5.0)
     assert node._debug.get_subscription_count() == 0
     debug = []
     probe.create_subscription(Image, 'emotion/face/debug_image', debug.append, sensor_qos())
     assert spin_until(executor, lambda: node._debug.get_subscription_count() > 0, 5.0)
     processed = lambda: node._diagnostics.window.totals.get('processed', 0)  # noqa: E731
-    for i in range(2):
+    # The debug image is a best-effort 900 kB message, which a loaded machine may lose
+    # (CI lost one): frames go on until one drawn after the face is confirmed arrives.
+    confirmed = lambda: [m for m in debug  # noqa: E731 (the face is confirmed there)
+                         if stamp_to_sec(m.header.stamp) > T0 + 0.5 / 30]
+    for i in range(10):
         send(node, executor, publisher, image_msg(face_frame(), T0 + i / 30),
              lambda: processed() > i)
-    second = lambda: [m for m in debug  # noqa: E731 (the face is confirmed there)
-                      if abs(stamp_to_sec(m.header.stamp) - (T0 + 1 / 30)) < 1e-6]
-    assert spin_until(executor, lambda: second(), 5.0)
-    drawn = second()[0]
+        if i >= 1 and spin_until(executor, lambda: confirmed(), 1.0):
+            break
+    assert confirmed(), f'no debug image of a confirmed face arrived in {i + 1} frames'
+    drawn = confirmed()[0]
     assert (drawn.width, drawn.height, drawn.encoding) == (640, 480, 'bgr8')
     pixels = np.frombuffer(drawn.data, np.uint8).reshape(480, 640, 3)
     assert not np.array_equal(pixels, face_frame())  # the box and label are drawn
