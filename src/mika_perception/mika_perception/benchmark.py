@@ -80,6 +80,9 @@ def scenarios() -> List[Scenario]:
     def close(dx, dy):  # a person leaning towards the robot
         return face_frame(640, 480, face_side=470, x=85 + dx // 2, y=5)
 
+    def small(dx, dy):  # a 40-pixel face, farther away: found by the tiles, then followed
+        return face_frame(640, 480, face_side=128, x=450 + dx, y=300 + dy)
+
     def empty(dx, dy):  # nobody there: the tiled search runs on every Nth frame
         return np.roll(face_frame(640, 480, face_side=300, x=170, y=90)[:, :160], dx,
                        axis=1).repeat(4, axis=1)
@@ -91,6 +94,7 @@ def scenarios() -> List[Scenario]:
         Scenario('640x480 jpeg, 1 face', 1, [as_jpeg(f) for f in vga_frames]),
         Scenario('640x480 rgb8, 1 face filling the height', 1,
                  [as_rgb8(f) for f in _drifting(close)]),
+        Scenario('640x480 rgb8, 1 face of 40 px', 1, [as_rgb8(f) for f in _drifting(small)]),
         Scenario('640x480 rgb8, no face', 0, [as_rgb8(f) for f in _drifting(empty)]),
     ]
 

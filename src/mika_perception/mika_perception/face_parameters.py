@@ -64,10 +64,12 @@ PARAMETERS = [
               'haar).', choices=DETECTORS),
     ParamSpec('detector_min_score', 0.5, 'BlazeFace: least detection score kept.',
               min_value=0.05, max_value=0.99),
-    ParamSpec('detector_search_tiles', 4, 'blazeface: where neither range finds a face, '
-              'look again with the short-range model on N x N overlapping tiles (finds '
-              'faces of about 50-150 px in a 640x480 frame; costs about N*N ms on such '
-              'frames). 0 or 1: no such search.', min_value=0, max_value=6),
+    ParamSpec('detector_search_tiles', 3, 'blazeface: where neither range finds a face, '
+              'look again with the short-range model on overlapping square tiles, coarse to '
+              'fine down to 1/N of the frame\'s shorter side (3 at 640x480: 12 tiles of 240 '
+              'px, then 24 of 160 px; finds faces of about 50-150 px; about 40 ms where it '
+              'finds nothing, and a face it found is then followed by one small detection '
+              'a frame). 0 or 1: no such search.', min_value=0, max_value=4),
     ParamSpec('detector_search_min_score', 0.7, 'blazeface: least score of a face found by '
               'the tiled search (stricter than detector_min_score: tiles of textured scenes '
               'with nobody in them gave false faces scoring 0.5-0.65).',

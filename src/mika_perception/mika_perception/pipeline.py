@@ -27,6 +27,8 @@ class FaceDetector(Protocol):
 
     def detect(self, bgr: np.ndarray) -> List[Detection]: ...
 
+    def reset(self) -> None: ...
+
 
 class FaceClassifier(Protocol):
     model_id: str
@@ -114,6 +116,7 @@ class FacePipeline:
 
     def reset(self) -> None:
         """Forget tracks and smoothing (time jumped back, e.g. a replayed bag)."""
+        self.detector.reset()
         self.tracker.reset()
         self._smoothed.clear()
 

@@ -182,6 +182,7 @@ def keep_detectable(faces: Dict[str, List[np.ndarray]], detector, motion: Motion
         kept[label] = []
         for face in items:
             _, frame = next(render_frames([Segment(label, (face,))], still))
+            detector.reset()  # each image on its own, not looked for where the last one was
             if detector.detect(frame):
                 kept[label].append(face)
                 if len(kept[label]) == limit:

@@ -137,6 +137,7 @@ def detector_framed_crops(images: np.ndarray, detector, spec, seed: int,
         size = int(rng.integers(sizes[0], sizes[1] + 1))
         frame, truth = render_face(crop, size, backgrounds[rng.integers(len(backgrounds))],
                                    rng)
+        detector.reset()  # unrelated frames: no face of the last one to look for again
         detection = match_detection(detector.detect(frame), truth)
         if detection is not None:
             crops.append(face_crop(frame, whole_pixel_box(detection.box), spec,
@@ -160,6 +161,7 @@ def run(images: np.ndarray, labels: np.ndarray, detector, classifier,
         for index, crop in enumerate(images):
             background = backgrounds[rng.integers(len(backgrounds))]
             frame, truth = render_face(crop, size, background, rng)
+            detector.reset()  # unrelated frames: no face of the last one to look for again
             detection = match_detection(detector.detect(frame), truth)
             if detection is None:
                 continue
