@@ -579,15 +579,19 @@ def test_ctrl_c_finishes_a_partial_session_in_a_real_process(ros, tmp_path, fram
     from mika_common.testing import NodeProcess, spin_until
     probe, executor = ros
     feeder = Feeder(probe, frames[0], speech)
-    # 3 s per emotion: the stop lands inside 'disgust' even when a loaded machine delays
-    # the SIGINT (with 1 s the next prompt could start first)
+    # 3 s per emotion: the stop lands well before the session's end
     values = dict(output_dir=tmp_path, person='ken', session_id='ken-1',
                   seconds_per_emotion=3.0, pause_s=0.1, settle_s=0.05, lead_in_s=0.1)
     process = NodeProcess([sys.executable, '-m', 'mika_personal.recorder_node', '--ros-args',
                            *[a for k, v in values.items() for a in ('-p', f'{k}:={v}')]])
+    # The probe may hear the latched prompts seconds late (where processes were killed in
+    # the domain, a new one's topics were matched about 3 s late: bench/results/restart.md;
+    # a fresh-clone run once stopped in 'fear'): stop once any prompt from the second on is
+    # heard, and expect the labels of the emotions begun until the stop, in order.
+    begun_second = lambda: any(  # noqa: E731
+        f'Emotion {k} of 7' in text for _, text in feeder.prompts for k in range(2, 8))
     try:
-        assert spin_until(executor, lambda: any(
-            'Emotion 2 of 7' in text for _, text in feeder.prompts), 20.0), process.output()
+        assert spin_until(executor, begun_second, 20.0), process.output()
         spin_until(executor, lambda: False, 0.2)
     finally:
         code = process.stop()  # SIGINT, as Ctrl-C in a terminal
@@ -595,8 +599,8 @@ def test_ctrl_c_finishes_a_partial_session_in_a_real_process(ros, tmp_path, fram
     assert code == 0 and 'partial session' in log, log
     info = SessionInfo.read(tmp_path / 'ken-1')
     assert info.partial and info.source == 'live'
-    labels = read_truth_csv(tmp_path / 'ken-1' / 'labels.csv', 0.0)
-    assert [i.label for i in labels] == ['angry', 'disgust']
+    labels = [i.label for i in read_truth_csv(tmp_path / 'ken-1' / 'labels.csv', 0.0)]
+    assert 2 <= len(labels) < 7 and labels == list(EMOTION_LABELS[:len(labels)]), labels
     messages, _, _ = read_bag(tmp_path / 'ken-1' / 'bag')
     camera = [t for t, _ in messages['/camera/image_raw']]
     span = camera[-1] - camera[0]
