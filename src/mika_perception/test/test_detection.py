@@ -181,15 +181,16 @@ def test_with_nobody_in_view_the_tiled_search_runs_on_every_nth_frame_until_a_fa
 
 @needs_blazeface
 def test_a_small_face_is_followed_near_where_it_was_and_a_reset_forgets_it():
-    """Neither range finds a 128-pixel face in 640x480; once the tiles found it, one
-    short-range look around its last box finds it again as it moves, and once it is gone
-    the tiled search takes over again."""
+    """Neither range finds a face of about 40 px (a 128-pixel portrait) in 640x480; once
+    the tiles found it, one short-range look around its last box finds it again as it
+    moves, and once it is gone the tiled search takes over again."""
     detector, _ = create_detector('blazeface', search_tiles=3, idle_search_every=1)
     short_calls = []
     short_detect = detector.short.detect
     detector.short.detect = lambda image: short_calls.append(image.shape) or short_detect(image)
     side = 128
     (first,) = detector.detect(face_frame(640, 480, face_side=side, x=450, y=300))
+    assert box_iou(first.box, face_box_in_frame(side, 450, 300)) > 0.5
     assert short_calls[0] == (480, 640, 3) and len(short_calls) >= 1 + 12  # then tiles
     for step in range(1, 6):  # the face drifts 6 px a frame
         short_calls.clear()
