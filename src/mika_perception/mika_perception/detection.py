@@ -323,13 +323,9 @@ class BlazeFaceRangesDetector:
             side = int(min(width, height, max(LOOK_AGAIN_SCALE * max(w, h), LOOK_AGAIN_MIN_PX)))
             left = int(min(max(0, round(x + w / 2 - side / 2)), width - side))
             top = int(min(max(0, round(y + h / 2 - side / 2)), height - side))
-            for candidate in self.short.detect(bgr[top:top + side, left:left + side]):
-                cx, cy, cw, ch = candidate.box
-                moved = Detection((cx + left, cy + top, cw, ch), candidate.score,
-                                  candidate.roll_deg)
-                if (candidate.score >= self.search_min_score
-                        and _centre_within(moved, face)):
-                    again.append(moved)
+            for candidate in self._short_in_window(bgr, left, top, side):
+                if _centre_within(candidate, face):
+                    again.append(candidate)
                     break
         return again
 
@@ -340,16 +336,23 @@ class BlazeFaceRangesDetector:
         for parts in range(2, self.search_tiles + 1):
             found: List[Detection] = []
             for left, top, side in square_tiles(width, height, min(width, height) // parts):
-                for face in self.short.detect(bgr[top:top + side, left:left + side]):
-                    if face.score < self.search_min_score:
-                        continue
-                    x, y, w, h = face.box
-                    moved = Detection((x + left, y + top, w, h), face.score, face.roll_deg)
-                    if not _overlaps_any(moved, found):
-                        found.append(moved)
+                for face in self._short_in_window(bgr, left, top, side):
+                    if not _overlaps_any(face, found):
+                        found.append(face)
             if found:
                 return found
         return []
+
+    def _short_in_window(self, bgr: np.ndarray, left: int, top: int,
+                         side: int) -> List[Detection]:
+        """Short-range faces in a square window of the frame scoring ``search_min_score``,
+        in frame pixels."""
+        found = []
+        for face in self.short.detect(bgr[top:top + side, left:left + side]):
+            if face.score >= self.search_min_score:
+                x, y, w, h = face.box
+                found.append(Detection((x + left, y + top, w, h), face.score, face.roll_deg))
+        return found
 
 
 def square_tiles(width: int, height: int, side: int) -> List[Tuple[int, int, int]]:
