@@ -155,13 +155,6 @@ class PromptSchedule:
                               prompt.emotion))
         return steps
 
-    def step_at(self, elapsed_s: float) -> Optional[Step]:
-        """The step shown ``elapsed_s`` after the start; None once the schedule is over."""
-        for step in self.steps:
-            if step.start <= elapsed_s < step.end:
-                return step
-        return None
-
     def describe(self) -> str:
         c = self.config
         what = (f'{c.lines_per_emotion} lines x {c.seconds_per_line:g} s'
@@ -174,16 +167,22 @@ class PromptSchedule:
 class PromptRunner:
     """Follows a schedule in real time and labels by when prompts were actually given.
 
-    A prompt announced late (a busy machine) is labelled from its announcement plus
-    ``settle_s``, never from when it was due: the person cannot show an emotion before
-    being asked. An emotion's labelled time ends when the next step is announced, or at
-    :meth:`intervals`' ``stop_s`` when the recording stops early.
+    The steps are announced in order and none is skipped: a timer that comes late (a busy
+    machine) announces the next step, never the one after it. A step announced after its
+    end, or an emotion with ``settle_s`` or less of it left (nothing would be labelled),
+    is given its whole length, and the steps after it move later by as much; a step that is
+    only late keeps the schedule's times (it is shortened). A prompt announced late is
+    labelled from its announcement plus ``settle_s``, never from when it was due: the person
+    cannot show an emotion before being asked. An emotion's labelled time ends when the
+    next step is announced, or at :meth:`intervals`' ``stop_s`` when the recording stops
+    early.
     """
 
     def __init__(self, schedule: PromptSchedule):
         self.schedule = schedule
         self.started_at: Optional[float] = None
-        self._current: Optional[Step] = None
+        self._next = 0  # index of the next step to announce
+        self._delay = 0.0  # how much later than planned the schedule runs
         self._open: Optional[Tuple[float, str]] = None  # (announced at, emotion)
         self._intervals: List[Interval] = []
         self.done = False
@@ -192,18 +191,24 @@ class PromptRunner:
         self.started_at = now
 
     def update(self, now: float) -> Optional[Step]:
-        """The step to announce now if it differs from the last one, else None; at the end
-        of the schedule ``done`` becomes True."""
+        """The step to announce now, else None; after the last step's time ``done``
+        becomes True."""
         if self.started_at is None or self.done:
             return None
-        step = self.schedule.step_at(now - self.started_at)
-        if step is None:
-            self._close(now)
-            self.done = True
+        steps = self.schedule.steps
+        elapsed = now - self.started_at - self._delay
+        if self._next == len(steps):
+            if elapsed >= self.schedule.total_s:
+                self._close(now)
+                self.done = True
             return None
-        if step is self._current:
+        step = steps[self._next]
+        if elapsed < step.start:
             return None
-        self._current = step
+        left = step.end - elapsed
+        if left <= 0 or (step.emotion is not None and left <= self.schedule.config.settle_s):
+            self._delay += elapsed - step.start
+        self._next += 1
         if self._open is None or step.emotion != self._open[1]:
             self._close(now)
             if step.emotion is not None:

@@ -11,16 +11,26 @@ Nothing is stored unless ``output_dir`` is set. The session appears there only o
 whole; Ctrl-C finalises what was recorded, marked ``partial: true`` in session.yaml, with
 the interrupted prompt labelled only up to the moment of the stop. Messages are written with
 their arrival time as bag time (as ``ros2 bag record`` does) and keep their header stamps.
+
+One executor thread serves the inputs and the schedule; a storing thread serialises and
+writes. rclpy's MultiThreadedExecutor (9.x) submits a task that waits for a worker to its
+thread pool again on every turn of its loop (ros2/rclpy#1223). Measured on an idle 2-core
+machine: its main thread spun at full CPU holding the GIL (11000-15000 submissions of 50
+callbacks in 4-5 s), prompts came up to 3 s late, 4-10 frames of 50 were stored, and a
+Ctrl-C once waited 10 s for the pool to get through the copies. Writing off the executor
+thread keeps a slow disk from delaying a prompt.
 """
 from __future__ import annotations
 
+import functools
+import queue
+import signal
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional, Tuple
 
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
@@ -54,6 +64,7 @@ except ImportError:  # reported at start when audio is enabled
 CAMERA_CHOICES = ('image', 'compressed', 'none')
 AUDIO_CHOICES = ('stamped', 'plain', 'none')
 TICK_S = 0.05
+MAX_QUEUED_FRAMES = 30  # 2 s at 15 FPS: a disk that falls behind costs frames, not memory
 
 PARAMETERS = [
     ParamSpec('output_dir', '', 'Folder that receives the session as <output_dir>/'
@@ -128,7 +139,6 @@ class RecorderNode(Node):
             lines_per_emotion=p['lines_per_emotion'], seconds_per_line=p['seconds_per_line'],
             pause_s=p['pause_s'], settle_s=p['settle_s'], lead_in_s=p['lead_in_s']),
             Path(p['lines_file']) if p['lines_file'] else None)
-        self._lock = threading.Lock()  # recording state: callbacks vs the schedule timer
         self._format = StreamFormat.from_fields(p['sample_rate'], p['channels'],
                                                 p['sample_format'])
         self._stamper = ArrivalStamper()
@@ -136,12 +146,18 @@ class RecorderNode(Node):
         self._last_frame_kept = -1e18
         self._heard = {'camera': p['camera'] == 'none', 'audio': p['audio'] == 'none'}
         self.finished = False
+        self._stopped: Optional[Tuple[float, bool]] = None  # (stop time, interrupted)
         self.session_dir: Optional[Path] = None
         self._prompts = self.create_publisher(String, '~/prompt', latched_qos())
         self._subscribe()
         self.writer = self._open_writer()  # last: a refusal above leaves no folder behind
-        self._timer = self.create_timer(TICK_S, self._tick,
-                                         callback_group=MutuallyExclusiveCallbackGroup())
+        self._queue: 'queue.SimpleQueue[Optional[Callable[[], None]]]' = queue.SimpleQueue()
+        self._frame_slots = threading.BoundedSemaphore(MAX_QUEUED_FRAMES)
+        self._storing = threading.Thread(target=self._store_queued, name='recorder-storing',
+                                         daemon=True)
+        if self.writer is not None:
+            self._storing.start()
+        self._timer = self.create_timer(TICK_S, self._tick)
         self.get_logger().info(f'schedule: {self.schedule.describe()}')
         self.get_logger().info(f'prompts on {self._prompts.topic_name}; waiting for '
                                f'{self._inputs_text()} before the first prompt')
@@ -172,8 +188,7 @@ class RecorderNode(Node):
             topic, msg_type = (('image', Image) if p['camera'] == 'image'
                                else ('image/compressed', CompressedImage))
             sub = watchdog.subscribe(msg_type, topic, self._on_frame,
-                                     sensor_qos(p['camera_reliability']),
-                                     callback_group=MutuallyExclusiveCallbackGroup())
+                                     sensor_qos(p['camera_reliability']))
             self._topics.append(f'camera on {sub.topic_name} ({msg_type.__name__})')
         if p['audio'] != 'none':
             audio_qos = QoSProfile(
@@ -181,15 +196,13 @@ class RecorderNode(Node):
                 reliability=(ReliabilityPolicy.RELIABLE if p['audio_reliability'] == 'reliable'
                              else ReliabilityPolicy.BEST_EFFORT),
                 durability=DurabilityPolicy.VOLATILE)
-            group = MutuallyExclusiveCallbackGroup()  # chunks in order
             watchdog = InputWatchdog(self, qos_parameter='audio_reliability')
             if p['audio'] == 'stamped':
                 sub = watchdog.subscribe(audio_msgs.AudioDataStamped, 'audio_stamped',
-                                         self._on_audio_stamped, audio_qos,
-                                         callback_group=group)
+                                         self._on_audio_stamped, audio_qos)
             else:
                 sub = watchdog.subscribe(audio_msgs.AudioData, 'audio', self._on_audio_plain,
-                                         audio_qos, callback_group=group)
+                                         audio_qos)
             self._topics.append(f'microphone on {sub.topic_name}')
             # AudioInfo: audio_capture publishes it volatile, others latch it; hear both
             # (one of the pair always mismatches the publisher: no warning for that)
@@ -198,7 +211,7 @@ class RecorderNode(Node):
                     audio_msgs.AudioInfo, 'audio_info', self._on_info,
                     QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                                reliability=ReliabilityPolicy.RELIABLE, durability=durability),
-                    callback_group=group, event_callbacks=SubscriptionEventCallbacks(
+                    event_callbacks=SubscriptionEventCallbacks(
                         incompatible_qos=lambda info: None))
 
     def _inputs_text(self) -> str:
@@ -212,6 +225,10 @@ class RecorderNode(Node):
         """The writer while the schedule runs (None before, after, or when not storing)."""
         return self.writer if self.runner.started_at is not None and not self.finished \
             else None
+
+    def _store(self, write: Callable, *args, **kwargs) -> None:
+        """Have the storing thread call ``write``, in arrival order."""
+        self._queue.put(functools.partial(write, *args, **kwargs))
 
     def _on_frame(self, msg) -> None:
         arrival = self._now()
@@ -229,18 +246,22 @@ class RecorderNode(Node):
                                       throttle_duration_sec=5.0)
             return
         self._heard['camera'] = True
+        writer = self._recording()
+        if writer is None:
+            return
+        if not self._frame_slots.acquire(blocking=False):
+            self.get_logger().warning(f'camera frame not recorded: {MAX_QUEUED_FRAMES} frames '
+                                      'still wait for the disk', throttle_duration_sec=5.0)
+            return
+        self._last_frame_kept = arrival
         stamp = stamp_to_sec(msg.header.stamp) or arrival
-        with self._lock:
-            writer = self._recording()
-            if writer is None:
-                return
-            self._last_frame_kept = arrival
-            frame_id = msg.header.frame_id or 'camera'
-            if isinstance(msg, Image):
-                writer.add_frame(arrival, image, stamp_s=stamp, frame_id=frame_id)
-            else:
-                writer.add_compressed(arrival, msg.format, msg.data, stamp_s=stamp,
-                                      frame_id=frame_id)
+        frame_id = msg.header.frame_id or 'camera'
+        if isinstance(msg, Image):
+            self._store(self._write_frame, writer.add_frame, arrival, image, stamp_s=stamp,
+                        frame_id=frame_id)
+        else:
+            self._store(self._write_frame, writer.add_compressed, arrival, msg.format,
+                        msg.data, stamp_s=stamp, frame_id=frame_id)
 
     def _on_info(self, msg) -> None:
         try:
@@ -278,13 +299,12 @@ class RecorderNode(Node):
         duration = samples.shape[0] / fmt.sample_rate
         first_sample = (stamp_to_sec(stamp) if stamp is not None and stamp_to_sec(stamp) > 0
                         else self._stamper.stamp(arrival, duration))
-        with self._lock:
-            writer = self._recording()
-            if writer is None:
-                return
-            writer.set_audio_format(arrival, fmt.sample_rate, fmt.channels)
-            writer.add_audio(arrival, raw if fmt.sample_format == 'S16LE' else samples,
-                             stamp_s=first_sample, frame_id=frame_id or 'microphone')
+        writer = self._recording()
+        if writer is None:
+            return
+        self._store(writer.set_audio_format, arrival, fmt.sample_rate, fmt.channels)
+        self._store(writer.add_audio, arrival, raw if fmt.sample_format == 'S16LE' else samples,
+                    stamp_s=first_sample, frame_id=frame_id or 'microphone')
 
     # ----------------------------------------------------------------- schedule
     def _tick(self) -> None:
@@ -294,8 +314,7 @@ class RecorderNode(Node):
         if self.runner.started_at is None:
             if not all(self._heard.values()):
                 return
-            with self._lock:
-                self.runner.start(now)
+            self.runner.start(now)
             self.get_logger().info(f'inputs heard ({self._inputs_text()}): recording starts')
         step = self.runner.update(now)
         if step is not None:
@@ -309,19 +328,48 @@ class RecorderNode(Node):
             self._prompts.publish(String(data=text))
 
     def stop(self, interrupted: bool) -> None:
-        """End the recording: label what was prompted, finish (or drop) the session."""
-        with self._lock:
-            if self.finished:
-                return
-            self.finished = True
-            stop_time = self._now()
+        """End the recording: label what was prompted, finish (or drop) the session.
+
+        Returns once the storing thread has finished the session; a later call (the exit's,
+        after the schedule's own end) changes nothing.
+        """
+        if self._stopped is None:
+            self._stopped = (self._now(), interrupted)
+            if self.writer is None:
+                self._say(f'{"Stopped" if interrupted else "Done"}. Nothing was stored '
+                          '(output_dir is empty).')
+        self.finished = True
+        if self.writer is not None:
+            self._queue.put(None)  # after every message queued so far
+            self._storing.join()
+
+    # ------------------------------------------------------------------ storing
+    def _store_queued(self) -> None:
+        """The storing thread: writes the queued messages in order, then the session's end."""
+        while True:
+            write = self._queue.get()
+            if write is None:
+                break
+            try:
+                write()
+            except Exception as error:  # noqa: BLE001 - one message lost, the session kept
+                self.get_logger().error(f'message not recorded: {error}',
+                                        throttle_duration_sec=5.0)
+        self._finish()
+
+    def _write_frame(self, write: Callable, *args, **kwargs) -> None:
+        try:
+            write(*args, **kwargs)
+        finally:
+            self._frame_slots.release()
+
+    def _finish(self) -> None:
+        """Labels, then the session made final (the storing thread's last task)."""
+        stop_time, interrupted = self._stopped
         started = self.runner.started_at
         elapsed = stop_time - started if started is not None else 0.0
         intervals = self.runner.intervals(stop_time)
         ended = 'Stopped' if interrupted else 'Done'
-        if self.writer is None:
-            self._say(f'{ended}. Nothing was stored (output_dir is empty).')
-            return
         for interval in intervals:
             self.writer.add_label(interval.start, interval.end, interval.label)
         notes = (f'stopped after {elapsed:.1f} of {self.schedule.total_s:.1f} s, '
@@ -347,12 +395,27 @@ def main(args: Optional[List[str]] = None) -> int:
     """Spin until the schedule is done; Ctrl-C or SIGTERM finish a partial session.
 
     Signals are handled here, not by rclpy (which would shut ROS down first): the partial
-    session's last prompt and log lines still reach their topics.
+    session's last prompt and log lines still reach their topics. Once the node runs, a
+    stop signal only ends the spinning: an exception raised in the executor's thread can
+    land inside rclpy's message conversion, which turns it into a RuntimeError (exit code 1
+    after 7 of 15 Ctrl-Cs beside two busy processes).
     """
     interrupt_on_stop_signals()
-    return run_node(RecorderNode, args, threads=3, finished=lambda node: node.finished,
-                    on_exit=lambda node: node.stop(interrupted=True),  # no-op when done
-                    ros_signal_handlers=False)
+    requested = threading.Event()
+
+    def create() -> RecorderNode:
+        node = RecorderNode()
+        for stop_signal in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(stop_signal, lambda signum, frame: requested.set())
+        return node
+
+    def stop(node: RecorderNode) -> None:
+        interrupt_on_stop_signals()  # stopping: SIGINT does nothing more, SIGTERM ends it
+        node.stop(interrupted=True)  # no-op when the schedule has ended
+
+    return run_node(create, args, threads=1,
+                    finished=lambda node: node.finished or requested.is_set(),
+                    on_exit=stop, ros_signal_handlers=False)
 
 
 if __name__ == '__main__':

@@ -109,6 +109,10 @@ class SessionWriter:
             raise SessionError(f'cannot write sessions under {self.root}: {error}') from None
         self._typestore = make_typestore()
         self._types = self._typestore.types
+        # serialisers generated here (0.1 s), not for a live session's first messages, while
+        # its first prompt is due
+        for msgtype in (IMAGE_TYPE, COMPRESSED_TYPE, AUDIO_INFO_TYPE, AUDIO_TYPE, TRUTH_TYPE):
+            self._typestore.get_msgdef(msgtype)
         from rosbags.rosbag2 import StoragePlugin, Writer
         self._writer = Writer(self.work_dir / BAG_DIR, version=9,
                               storage_plugin=StoragePlugin.MCAP)

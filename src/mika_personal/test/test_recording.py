@@ -229,6 +229,25 @@ def test_prompts_are_labelled_from_when_they_were_given(tmp_path):
         ScheduleConfig(emotions=('sad', 'sad')).check()
 
 
+def test_a_late_timer_never_skips_a_prompt():
+    from mika_personal.prompt_schedule import PromptRunner, PromptSchedule, ScheduleConfig
+    schedule = PromptSchedule(ScheduleConfig(emotions=('happy', 'sad', 'fear'),
+                                             seconds_per_emotion=1.0, pause_s=0.5,
+                                             settle_s=0.2, lead_in_s=0.5))
+    runner = PromptRunner(schedule)
+    runner.start(0.0)
+    said = {t: runner.update(t) for t in (0.0, 2.2, 2.3, 3.25, 3.9, 4.75, 5.0, 6.05, 7.0)}
+    assert [(t, step.text.split('.')[0]) for t, step in said.items() if step] == [
+        (0.0, 'Recording starts'), (2.2, 'Emotion 1 of 3: happy'), (3.25, 'Pause'),
+        (3.9, 'Emotion 2 of 3: sad'), (4.75, 'Pause'), (6.05, 'Emotion 3 of 3: fear')]
+    assert not runner.done
+    assert runner.update(7.1) is None and runner.done
+    # happy (due 0.5 to 1.5 s) came after a stall to 2.2 s, and had its whole second then;
+    # sad, 0.2 s late, kept its end (4.7 s); fear with 0.15 s (< settle_s) left had 1 s
+    assert [(round(i.start, 6), round(i.end, 6), i.label) for i in runner.intervals()] == [
+        (2.4, 3.25, 'happy'), (4.1, 4.75, 'sad'), (6.25, 7.1, 'fear')]
+
+
 # ----------------------------------------------------------------------------- import
 def write_video(path: pathlib.Path, frames, count: int, fps: float = 15.0) -> pathlib.Path:
     height, width = frames[0].shape[:2]
@@ -513,11 +532,9 @@ def test_the_recorder_stores_nothing_without_output_dir(ros, tmp_path, frames, s
     finally:
         node.destroy_node()
     spin_until(executor, lambda: feeder.prompts and 'Done' in feeder.prompts[-1][1], 2.0)
-    # a step whose time passed while the timer was late is not shown: compare with the
-    # steps announced, which must come in the schedule's order
+    # every step, in the schedule's order, also where the timer fired late
     steps = [step for _, step in announced if step is not None]
-    order = [node.schedule.steps.index(step) for step in steps]
-    assert order[0] == 0 and order == sorted(set(order)), steps
+    assert steps == node.schedule.steps, steps
     check_announcements(node, announced, 0.05)  # none early
     assert [text for _, text in feeder.prompts] == [step.text for step in steps] + [
         feeder.prompts[-1][1]]
