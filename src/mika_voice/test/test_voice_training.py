@@ -152,6 +152,17 @@ def test_node_segmenter_cuts_the_speech_out_of_a_clip():
         clip_speech(audio, 'vad', rng)
 
 
+@pytest.mark.skipif(not (DATA / 'emodb' / 'labels.csv').is_file(),
+                    reason=f'EmoDB not found under {DATA} (set MIKA_DATA)')
+def test_speech_running_to_the_end_of_a_clip_is_one_utterance():
+    """EmoDB's 03a05Nd speaks to its last frame: the gap after it was too short to end the
+    utterance, and the clip counted as one where the node finds nothing."""
+    clip = next(c for c in read_corpus(DATA / 'emodb') if c.path.name == '03a05Nd.flac')
+    audio = load_audio(clip.path)
+    found = node_utterances(audio, np.random.default_rng(0))
+    assert len(found) == 1 and 0.8 * audio.size < found[0].size
+
+
 def tiny_corpus(folder: Path, clips: int = 2) -> Path:
     """A corpus folder holding the first RAVDESS clips, each its own speaker."""
     (folder / 'wav').mkdir(parents=True)
