@@ -14,8 +14,7 @@ from typing import Callable, Dict, List, Optional, Type
 
 import rclpy
 from builtin_interfaces.msg import Time
-from rclpy.executors import (
-    ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor)
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import (
     DurabilityPolicy, HistoryPolicy, QoSPolicyKind, QoSProfile, ReliabilityPolicy)
@@ -72,11 +71,16 @@ def sec_to_stamp(seconds: float) -> Time:
 
 
 def run_node(node_factory: Callable[[], Node], args: Optional[List[str]] = None,
-             threads: int = 2, *, finished: Optional[Callable[[Node], bool]] = None,
+             *, finished: Optional[Callable[[Node], bool]] = None,
              on_exit: Optional[Callable[[Node], None]] = None,
              exit_code: Optional[Callable[[Node], int]] = None,
              ros_signal_handlers: bool = True) -> int:
-    """Create the node, spin it until Ctrl-C or shutdown, and clean up.
+    """Create the node, spin it on one thread until Ctrl-C or shutdown, and clean up.
+
+    One thread because rclpy 9.1.2's MultiThreadedExecutor submits a task still waiting for
+    a worker to its pool again on every turn of its loop (ros2/rclpy#1223): its main thread
+    spins at full CPU and callbacks come late (bench/results/executor.md); long work belongs
+    on a node's own worker thread.
 
     A node that refuses to start (missing model, invalid parameters) raises from its
     constructor: the reason is printed and the process exits 1, so launch's respawn and
@@ -97,8 +101,7 @@ def run_node(node_factory: Callable[[], Node], args: Optional[List[str]] = None,
     node = executor = None
     try:
         node = node_factory()
-        executor = (MultiThreadedExecutor(num_threads=threads) if threads > 1
-                    else SingleThreadedExecutor())
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         if finished is None:
             executor.spin()
@@ -114,7 +117,7 @@ def run_node(node_factory: Callable[[], Node], args: Optional[List[str]] = None,
         begin_stopping()
         if node is not None and on_exit is not None:
             on_exit(node)
-        if executor is not None:  # its worker threads end here, not at interpreter exit
+        if executor is not None:
             executor.shutdown(timeout_sec=5.0)
         if node is not None:
             node.destroy_node()
@@ -144,15 +147,13 @@ class InputWatchdog:
         self._subscriptions: Dict[str, object] = {}
         self._timer = node.create_timer(1.0, self._check)
 
-    def subscribe(self, msg_type: Type, topic: str, callback: Callable, qos: QoSProfile,
-                  callback_group=None):
+    def subscribe(self, msg_type: Type, topic: str, callback: Callable, qos: QoSProfile):
         type_name = _type_name(msg_type)
         resolved = {'name': topic}  # the full name is known once the subscription exists
         events = SubscriptionEventCallbacks(
             incompatible_qos=lambda info: self._on_incompatible_qos(resolved['name'], qos, info))
         subscription = self._node.create_subscription(
-            msg_type, topic, self._marking(topic, callback), qos,
-            callback_group=callback_group, event_callbacks=events)
+            msg_type, topic, self._marking(topic, callback), qos, event_callbacks=events)
         name = resolved['name'] = subscription.topic_name
         self._heard[name] = False
         self._types[name] = type_name

@@ -167,7 +167,7 @@ class EvaluatorNode(Node):
 
 
 def main(args: Optional[List[str]] = None) -> int:
-    return run_node(EvaluatorNode, args, threads=1, finished=lambda node: node.finished,
+    return run_node(EvaluatorNode, args, finished=lambda node: node.finished,
                     on_exit=EvaluatorNode.on_shutdown, exit_code=lambda node: node.exit_code)
 
 

@@ -120,7 +120,7 @@ class FusionNode(Node):
 
 
 def main(args=None) -> int:
-    return run_node(FusionNode, args, threads=1)  # see the module docstring: throughput
+    return run_node(FusionNode, args)
 
 
 if __name__ == '__main__':

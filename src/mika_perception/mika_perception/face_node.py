@@ -16,7 +16,6 @@ import time
 from typing import Dict
 
 import numpy as np
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 
@@ -81,8 +80,7 @@ class FaceNode(Node):
         self._input_type = p['input_type']
         topic, msg_type = (('image', Image) if self._input_type == 'image'
                            else ('image/compressed', CompressedImage))
-        watchdog.subscribe(msg_type, topic, self._on_frame, sensor_qos(p['reliability']),
-                           callback_group=MutuallyExclusiveCallbackGroup())
+        watchdog.subscribe(msg_type, topic, self._on_frame, sensor_qos(p['reliability']))
         self._diagnostics.set_state('ok', self._describe())
         self.get_logger().info(f'ready: {self._describe()}; listening on '
                                f'{self.resolve_topic_name(topic)} ({msg_type.__name__})')
@@ -129,9 +127,10 @@ class FaceNode(Node):
                                                       results_qos())
 
     def _load_classifier(self, values) -> FaceEmotionClassifier:
-        """The model files of a runtime model_paths change, loaded while the running model
-        keeps classifying (frames arrive in their own callback group; run_node's executor
-        has a second thread for them). Takes a few seconds with the TFLite parity check."""
+        """The model files of a runtime model_paths change, loaded on the executor thread:
+        the worker finishes the frame it holds, newer frames wait and only the newest is
+        taken after the load. Takes a few seconds with the TFLite parity check (not when
+        the LiteRT cache holds the model)."""
         started = time.perf_counter()
         try:
             classifier = load_face_classifier(values)

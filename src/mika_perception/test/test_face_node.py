@@ -13,7 +13,7 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy')
 
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
@@ -41,7 +41,7 @@ def graph(tiny_face_model_path, request):
         Parameter('probability_time_constant_s', value=0.0)]
         + [Parameter(name, value=value) for name, value in extra.items()])
     probe = rclpy.create_node('face_test_probe', context=context)
-    executor = MultiThreadedExecutor(num_threads=3, context=context)
+    executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     executor.add_node(probe)
     results = []

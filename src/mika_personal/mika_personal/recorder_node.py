@@ -413,8 +413,7 @@ def main(args: Optional[List[str]] = None) -> int:
         interrupt_on_stop_signals()  # stopping: SIGINT does nothing more, SIGTERM ends it
         node.stop(interrupted=True)  # no-op when the schedule has ended
 
-    return run_node(create, args, threads=1,
-                    finished=lambda node: node.finished or requested.is_set(),
+    return run_node(create, args, finished=lambda node: node.finished or requested.is_set(),
                     on_exit=stop, ros_signal_handlers=False)
 
 

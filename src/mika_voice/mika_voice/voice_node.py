@@ -23,7 +23,6 @@ import time
 from typing import Dict, List, Optional
 
 import numpy as np
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -146,7 +145,6 @@ class VoiceNode(Node):
             self._warmed_up.set()
 
     def _subscribe(self) -> None:
-        group = MutuallyExclusiveCallbackGroup()  # audio state is single-threaded
         watchdog = InputWatchdog(self, qos_parameter='reliability')
         reliability = self.params['reliability']
         if reliability == 'auto':
@@ -158,7 +156,7 @@ class VoiceNode(Node):
             durability=DurabilityPolicy.VOLATILE)
         if self.flavour == FLAVOUR_MGONZS13:
             watchdog.subscribe(audio_msgs.AudioStamped, 'audio', self._on_audio_stamped_typed,
-                               audio_qos, callback_group=group)
+                               audio_qos)
             self.get_logger().info('mgonzs13 audio_common_msgs: subscribing AudioStamped on '
                                    'audio (format from each message)')
             return
@@ -168,11 +166,9 @@ class VoiceNode(Node):
             # rclpy's own warning if its publisher's QoS does not match
             subscribe = watchdog.subscribe if mode == 'stamped' else self.create_subscription
             self._stamped_sub = subscribe(audio_msgs.AudioDataStamped, 'audio_stamped',
-                                          self._on_audio_stamped, audio_qos,
-                                          callback_group=group)
+                                          self._on_audio_stamped, audio_qos)
         if mode in ('auto', 'plain'):
-            watchdog.subscribe(audio_msgs.AudioData, 'audio', self._on_audio_plain, audio_qos,
-                               callback_group=group)
+            watchdog.subscribe(audio_msgs.AudioData, 'audio', self._on_audio_plain, audio_qos)
         # AudioInfo: audio_capture publishes it volatile every 5 s; other publishers latch
         # it (transient-local). One subscription of each kind hears both.
         latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
@@ -182,10 +178,9 @@ class VoiceNode(Node):
                               reliability=ReliabilityPolicy.RELIABLE,
                               durability=DurabilityPolicy.VOLATILE)
         for qos in (latched, volatile):
-            self._plain_subscribe(audio_msgs.AudioInfo, 'audio_info', self._on_info, qos,
-                                  callback_group=group)
+            self._plain_subscribe(audio_msgs.AudioInfo, 'audio_info', self._on_info, qos)
 
-    def _plain_subscribe(self, msg_type, topic, callback, qos, callback_group=None):
+    def _plain_subscribe(self, msg_type, topic, callback, qos):
         """A subscription that stays quiet about publishers of the other durability (of
         the AudioInfo pair, one always mismatches)."""
         try:
@@ -193,7 +188,7 @@ class VoiceNode(Node):
         except ImportError:  # Humble
             from rclpy.qos_event import SubscriptionEventCallbacks
         return self.create_subscription(
-            msg_type, topic, callback, qos, callback_group=callback_group,
+            msg_type, topic, callback, qos,
             event_callbacks=SubscriptionEventCallbacks(incompatible_qos=lambda info: None))
 
     # --------------------------------------------------------------- parameters
@@ -231,9 +226,9 @@ class VoiceNode(Node):
                     self._apply_parameter_format()
 
     def _load_replacement_model(self, values):
-        """The model of a runtime model_path change, loaded and warmed up while the running
-        one keeps classifying (audio arrives in its own callback group; run_node's executor
-        has a second thread for it)."""
+        """The model of a runtime model_path change, loaded and warmed up on the executor
+        thread while the worker classifies what it has; audio arriving meanwhile waits in
+        the subscription's queue (``queue_depth``, 5 s by default) and keeps its stamps."""
         started = time.perf_counter()
         try:
             classifier = load_voice_classifier(values)
