@@ -8,7 +8,9 @@ publish, and logs incompatible-QoS events with the setting to change.
 """
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from typing import Callable, Dict, List, Optional, Type
 
@@ -87,8 +89,11 @@ def run_node(node_factory: Callable[[], Node], args: Optional[List[str]] = None,
     the user both see why. For a node with an end of its own: ``finished`` stops spinning
     once it says so, ``on_exit`` runs before the node is destroyed however spinning ended
     (save partial work), ``exit_code`` gives the process's status.
-    ``ros_signal_handlers`` False leaves Ctrl-C to Python (a KeyboardInterrupt), so that
-    ``on_exit`` can still publish before ROS shuts down. Only the first stop signal
+    ``ros_signal_handlers`` False keeps rclpy's handlers out, so that ``on_exit`` can still
+    publish before ROS shuts down: once the node exists, the first SIGINT or SIGTERM only
+    ends the spinning (an exception raised in the spinning thread can land inside rclpy's
+    message conversion, which turns it into a RuntimeError: exit code 1 after 7 of 15
+    Ctrl-Cs of the recorder beside two busy processes). Only the first stop signal
     interrupts (rclpy's handlers chain to Python's): a second SIGINT, as launch forwards
     after a terminal's Ctrl-C, must not break into the clean-up nor kill the exiting
     interpreter (see :mod:`mika_common.process_signals`).
@@ -99,14 +104,19 @@ def run_node(node_factory: Callable[[], Node], args: Optional[List[str]] = None,
                signal_handler_options=(SignalHandlerOptions.ALL if ros_signal_handlers
                                        else SignalHandlerOptions.NO))
     node = executor = None
+    stop_requested = threading.Event()
     try:
         node = node_factory()
+        if not ros_signal_handlers:
+            for stop_signal in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(stop_signal, lambda signum, frame: stop_requested.set())
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        if finished is None:
+        if finished is None and ros_signal_handlers:
             executor.spin()
         else:
-            while rclpy.ok() and not finished(node):
+            while (rclpy.ok() and not stop_requested.is_set()
+                   and not (finished is not None and finished(node))):
                 executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
@@ -115,6 +125,8 @@ def run_node(node_factory: Callable[[], Node], args: Optional[List[str]] = None,
         return 1
     finally:
         begin_stopping()
+        if not ros_signal_handlers:  # stopping: SIGINT does nothing more, SIGTERM ends it
+            interrupt_on_stop_signals()
         if node is not None and on_exit is not None:
             on_exit(node)
         if executor is not None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import queue
-import signal
 import sys
 import threading
 import time
@@ -38,7 +37,6 @@ from std_msgs.msg import String
 
 from mika_common.emotions import EMOTION_LABELS
 from mika_common.node_params import ParameterSet, ParamSpec
-from mika_common.process_signals import interrupt_on_stop_signals
 from mika_common.ros_io import (
     RELIABILITY_CHOICES, InputWatchdog, latched_qos, run_node, sensor_qos, stamp_to_sec)
 from mika_perception.image_conversion import (
@@ -394,27 +392,12 @@ class RecorderNode(Node):
 def main(args: Optional[List[str]] = None) -> int:
     """Spin until the schedule is done; Ctrl-C or SIGTERM finish a partial session.
 
-    Signals are handled here, not by rclpy (which would shut ROS down first): the partial
-    session's last prompt and log lines still reach their topics. Once the node runs, a
-    stop signal only ends the spinning: an exception raised in the executor's thread can
-    land inside rclpy's message conversion, which turns it into a RuntimeError (exit code 1
-    after 7 of 15 Ctrl-Cs beside two busy processes).
+    Signals are handled by run_node, not by rclpy (which would shut ROS down first): the
+    partial session's last prompt and log lines still reach their topics.
     """
-    interrupt_on_stop_signals()
-    requested = threading.Event()
-
-    def create() -> RecorderNode:
-        node = RecorderNode()
-        for stop_signal in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(stop_signal, lambda signum, frame: requested.set())
-        return node
-
-    def stop(node: RecorderNode) -> None:
-        interrupt_on_stop_signals()  # stopping: SIGINT does nothing more, SIGTERM ends it
-        node.stop(interrupted=True)  # no-op when the schedule has ended
-
-    return run_node(create, args, finished=lambda node: node.finished or requested.is_set(),
-                    on_exit=stop, ros_signal_handlers=False)
+    return run_node(RecorderNode, args, finished=lambda node: node.finished,
+                    on_exit=lambda node: node.stop(interrupted=True),  # no-op once ended
+                    ros_signal_handlers=False)
 
 
 if __name__ == '__main__':
